@@ -1,0 +1,1 @@
+"""squeezeforge.hw"""
