@@ -1,0 +1,256 @@
+"""The ``squeezeforge`` command.
+
+User errors (a bad weight file, an unreadable image, an unknown configuration, ...) print one
+line ``squeezeforge: error: ...`` on stderr and exit with status 2; internal errors are loud.
+Every command that reports numbers also prints them as one JSON object with ``--json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main", "UserError"]
+
+EXIT_USER_ERROR = 2
+
+
+class UserError(Exception):
+    """A problem with the user's input, reported in one line."""
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    from squeezeforge.quant.model import WeightError
+    from squeezeforge.quant.network import NetworkError
+    from squeezeforge.quant.preprocess import ImageError
+    from squeezeforge.hw.config import ConfigError
+    types: list[type[BaseException]] = [UserError, WeightError, NetworkError, ImageError, ConfigError]
+    try:
+        from squeezeforge.quant.artifact import ArtifactError
+        types.append(ArtifactError)
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+# -- shared helpers -------------------------------------------------------------------------
+def find_labels(path: str | None) -> list[str] | None:
+    """ImageNet class names: --labels, $SQUEEZEFORGE_LABELS, or labels/ beside the models folder."""
+    candidates = []
+    if path:
+        candidates.append(Path(path))
+    if os.environ.get("SQUEEZEFORGE_LABELS"):
+        candidates.append(Path(os.environ["SQUEEZEFORGE_LABELS"]))
+    if os.environ.get("SQUEEZEFORGE_MODELS"):
+        candidates.append(Path(os.environ["SQUEEZEFORGE_MODELS"]).parent / "labels" / "synset_words.txt")
+    for c in candidates:
+        if c.is_file():
+            lines = c.read_text(errors="replace").splitlines()
+            return [l.split(" ", 1)[1] if l[:1] == "n" and " " in l else l for l in lines]
+        if path and c == Path(path):
+            raise UserError(f"{path}: labels file not found")
+    return None
+
+
+def log(msg: str, quiet: bool = False) -> None:
+    if not quiet:
+        print(msg, file=sys.stderr)
+
+
+def _load_model(args, quiet: bool):
+    from squeezeforge.quant.weights import load_weights
+    fm = load_weights(args.model, args.weights, download=not args.no_download, progress=not quiet)
+    for n in fm.notes:
+        log(f"note: {n}", quiet)
+    return fm
+
+
+def _load_image(args, quiet: bool):
+    from squeezeforge.quant.preprocess import default_image, load_image
+    path = args.image or default_image()
+    x, notes = load_image(path, args.size)
+    for n in notes:
+        log(f"note: {n}", quiet)
+    return path, x, notes
+
+
+def _weights_label(fm) -> str:
+    return "synthetic" if fm.synthetic else fm.source
+
+
+def _quantize(fm, args, quiet: bool):
+    from squeezeforge.quant.quantize import quantize
+    calib = None
+    if getattr(args, "calib", None):
+        from squeezeforge.quant.preprocess import load_image
+        calib = [load_image(p, args.size)[0] for p in args.calib]
+    t = time.perf_counter()
+    qm = quantize(fm, calib, size=args.size)
+    log(f"quantized {fm.net.name} in {time.perf_counter() - t:.2f} s", quiet)
+    return qm
+
+
+def _top_float(fm, x, k, labels):
+    from squeezeforge.quant.reference import forward_float, topk
+    blobs = forward_float(fm.net, fm.params, x)
+    return blobs, topk(blobs["prob"], k, labels)
+
+
+def _top_golden(qm, x, k, labels):
+    from squeezeforge.quant.golden import golden_probs, run_golden
+    from squeezeforge.quant.reference import topk
+    blobs = run_golden(qm, x)
+    return blobs, topk(golden_probs(qm, blobs), k, labels)
+
+
+def _print_top(title: str, top: list[dict], synthetic: bool) -> None:
+    tag = "  [SYNTHETIC WEIGHTS: classes are meaningless]" if synthetic else ""
+    print(f"{title}{tag}")
+    for r in top:
+        print(f"  {r['index']:4d}  {r['prob']:7.4f}  {r['label']}")
+
+
+# -- commands -------------------------------------------------------------------------------
+def cmd_infer(args) -> int:
+    quiet = args.json
+    fm = _load_model(args, quiet)
+    path, x, notes = _load_image(args, quiet)
+    labels = find_labels(args.labels)
+    t = time.perf_counter()
+    if args.backend == "float":
+        _, top = _top_float(fm, x, args.top, labels)
+    elif args.backend == "golden":
+        qm = _quantize(fm, args, quiet)
+        t = time.perf_counter()
+        _, top = _top_golden(qm, x, args.top, labels)
+    else:
+        raise UserError(f"backend {args.backend!r} is not available yet")
+    wall = time.perf_counter() - t
+    out = dict(model=args.model, backend=args.backend, weights=_weights_label(fm),
+               synthetic=fm.synthetic, image=str(path), size=args.size, top=top,
+               notes=fm.notes + notes, wall_s=round(wall, 4))
+    if args.json:
+        print(json.dumps(out))
+    else:
+        _print_top(f"{args.model} {args.backend} top-{args.top} for {path} "
+                   f"(weights: {out['weights']})", top, fm.synthetic)
+    return 0
+
+
+def cmd_quantize(args) -> int:
+    from squeezeforge.quant import artifact
+    from squeezeforge.quant.quantize import sqnr_table
+    quiet = args.json
+    fm = _load_model(args, quiet)
+    path, x, notes = _load_image(args, quiet)
+    qm = _quantize(fm, args, quiet)
+    out_dir = Path(args.out)
+    artifact.save(qm, out_dir)
+    if args.pack:
+        from squeezeforge.hw.config import resolve_config
+        from squeezeforge.quant.pack import pack
+        cfg = resolve_config(args.pack)
+        pack(qm, lanes=cfg.in_lanes, banks=cfg.out_lanes).write_images(out_dir / "mem")
+    labels = find_labels(args.labels)
+    table = sqnr_table(qm, fm, x)
+    _, ftop = _top_float(fm, x, 5, labels)
+    _, gtop = _top_golden(qm, x, 5, labels)
+    out = dict(model=args.model, weights=_weights_label(fm), synthetic=fm.synthetic,
+               out=str(out_dir), image=str(path), layers=table, float_top=ftop, int8_top=gtop)
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    print(f"wrote {out_dir}/ (weights: {out['weights']})")
+    print(f"{'layer':<24}{'SQNR dB':>9}")
+    for row in table:
+        print(f"{row['name']:<24}{row['sqnr_db']:9.2f}")
+    _print_top("float top-5:", ftop, fm.synthetic)
+    _print_top("int8 top-5:", gtop, fm.synthetic)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """Weights -> quantize -> float and int8 top-5 for a photograph."""
+    fm = _load_model(args, False)
+    path, x, notes = _load_image(args, False)
+    labels = find_labels(args.labels)
+    qm = _quantize(fm, args, False)
+    _, ftop = _top_float(fm, x, 5, labels)
+    _, gtop = _top_golden(qm, x, 5, labels)
+    print(f"squeezeforge demo: SqueezeNet {args.model}, weights: {_weights_label(fm)}, image: {path}")
+    _print_top("float top-5:", ftop, fm.synthetic)
+    _print_top("int8 (golden model, bit-exact reference for the hardware) top-5:", gtop, fm.synthetic)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from squeezeforge.host.bench import run_bench
+    res = run_bench(args)
+    if args.json:
+        print(json.dumps(res))
+    return 0
+
+
+# -- argument parsing -----------------------------------------------------------------------
+def _model_args(p: argparse.ArgumentParser, image: bool = True) -> None:
+    p.add_argument("--model", choices=("v1.0", "v1.1"), default="v1.1", help="SqueezeNet version")
+    p.add_argument("--weights", help="a .caffemodel, .onnx, compressed .net file, or a folder "
+                                     "(default: $SQUEEZEFORGE_MODELS, the cache, then download)")
+    p.add_argument("--no-download", action="store_true", help="never fetch weights from the network")
+    if image:
+        p.add_argument("--image", help="photograph to classify (default: matplotlib's grace_hopper.jpg)")
+    p.add_argument("--size", type=int, choices=(227, 224), default=227, help="input crop")
+    p.add_argument("--labels", help="synset_words.txt (default: $SQUEEZEFORGE_LABELS or "
+                                    "labels/ beside $SQUEEZEFORGE_MODELS)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="squeezeforge", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("infer", help="classify an image")
+    _model_args(p)
+    p.add_argument("--backend", choices=("float", "golden", "rtl"), default="float")
+    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--calib", nargs="+", help="calibration images (golden backend)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_infer)
+
+    p = sub.add_parser("quantize", help="quantize to int8 and write the artifact")
+    _model_args(p)
+    p.add_argument("--out", required=True, help="output folder for the quantized-model artifact")
+    p.add_argument("--calib", nargs="+", help="calibration images (default: the demo image, augmented)")
+    p.add_argument("--pack", metavar="CONFIG", help="also write packed memory images for CONFIG")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("demo", help="weights -> int8 -> float and int8 top-5 for a photograph")
+    _model_args(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("bench", help="benchmark figures (golden model speed, ...)")
+    _model_args(p, image=False)
+    p.add_argument("--image", help="photograph (default: matplotlib's grace_hopper.jpg)")
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except _user_error_types() as e:
+        print(f"squeezeforge: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("squeezeforge: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
