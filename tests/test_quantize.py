@@ -42,7 +42,8 @@ def real_path(version: str) -> Path | None:
 def real_model(version: str) -> FloatModel:
     p = real_path(version)
     if p is None:
-        pytest.skip(f"SQUEEZEFORGE_MODELS does not hold {REAL[version]}")
+        why = "is not set" if not os.environ.get("SQUEEZEFORGE_MODELS") else f"does not hold {REAL[version]}"
+        pytest.skip(f"real {version} weights needed: SQUEEZEFORGE_MODELS {why}")
     return load_caffemodel(p, squeezenet(version))
 
 
