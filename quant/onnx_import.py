@@ -16,12 +16,18 @@ def load_onnx(path: str | Path, net: Network) -> FloatModel:
     import onnx
     from onnx import numpy_helper
     path = Path(path)
+    if path.is_dir():
+        raise WeightError(f"{path}: is a directory, not an ONNX model")
     if not path.is_file():
         raise WeightError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise WeightError(f"{path}: empty file, not an ONNX model")
     try:
         m = onnx.load(str(path))
     except Exception as e:  # onnx raises DecodeError and others for corrupt files
         raise WeightError(f"{path}: not a readable ONNX model ({type(e).__name__})") from None
+    if not m.graph.node:
+        raise WeightError(f"{path}: not an ONNX model (no graph nodes)")
     inits = {t.name: t for t in m.graph.initializer}
     convs = [n for n in m.graph.node if n.op_type == "Conv"]
     if len(convs) != len(net.convs):

@@ -653,3 +653,20 @@ def test_download_short_read(env, monkeypatch, tmp_path):
     with pytest.raises(W.DownloadError, match=r"download incomplete \(10 of 1000 bytes\)"):
         W.download_weights("v1.1", tmp_path / "c", progress=False)
     assert not (tmp_path / "c").exists()
+
+
+def test_onnx_bad_inputs(tmp_path, tiny):
+    p = tmp_path / "m.onnx"
+    _raises(p, tiny, "no such file", load_onnx)
+    _raises(tmp_path, tiny, "is a directory", load_onnx)
+    p.write_bytes(b"")
+    _raises(p, tiny, "empty file, not an ONNX model", load_onnx)
+    p.write_bytes(_caffemodel(tiny_params(tiny), FILE_NAMES))
+    _raises(p, tiny, "not a readable ONNX model|not an ONNX model", load_onnx)
+    p.write_text("plain text, not protobuf\n")
+    _raises(p, tiny, "not a readable ONNX model|not an ONNX model", load_onnx)
+
+
+def test_onnx_v11_as_v10(models):
+    _raises(models / V11_ONNX, squeezenet("v1.0"), r"conv1 weights have shape \(64, 3, 3, 3\)",
+            load_onnx)
