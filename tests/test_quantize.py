@@ -2,6 +2,7 @@
 per-layer SQNR and the accuracy acceptance on the demo photo."""
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import replace
@@ -280,3 +281,75 @@ def test_accuracy_v10_top1_agrees(real10, demo_x):
     print(f"\nv1.0 float top-5 {fi}, golden top-5 {gi}")
     assert gi[0] == fi[0], f"v1.0: float top-5 {fi} vs golden top-5 {gi}"
     assert len(set(fi) & set(gi)) >= 4, f"float top-5 {fi} vs golden top-5 {gi}"
+
+
+# -- artifact -----------------------------------------------------------------------------
+def test_artifact_round_trip(synth11, demo_x, tmp_path):
+    from squeezeforge.quant import artifact
+    _, qm = synth11
+    artifact.save(qm, tmp_path)
+    desc = json.loads((tmp_path / "model.json").read_text())
+    assert desc["format"] == "squeezeforge-quant" and desc["version"] == artifact.VERSION
+    assert desc["synthetic"] is True and desc["source"] == "synthetic"
+    assert [l["name"] for l in desc["network"]["layers"]] == [l.name for l in qm.net.layers]
+    back = artifact.load(tmp_path)
+    assert back.net == qm.net and back.size == qm.size and back.input_scale == qm.input_scale
+    assert back.scales == qm.scales and back.gap == qm.gap
+    for name, qc in qm.convs.items():
+        b = back.convs[name]
+        for f in ("w", "b", "mult", "shift", "s_w"):
+            np.testing.assert_array_equal(getattr(b, f), getattr(qc, f), err_msg=f"{name}.{f}")
+            assert getattr(b, f).dtype == getattr(qc, f).dtype, f"{name}.{f}"
+        assert (b.s_in, b.s_out, b.relu, b.signed_input) == (qc.s_in, qc.s_out, qc.relu, qc.signed_input)
+    a, z = run_golden(qm, demo_x), run_golden(back, demo_x)
+    for blob in a:
+        np.testing.assert_array_equal(a[blob], z[blob], err_msg=blob)
+
+
+def _corrupt(path: Path, how: str):
+    from squeezeforge.quant import artifact
+    m, t = path / artifact.MODEL_FILE, path / artifact.TENSOR_FILE
+    if how == "tensor bytes":
+        data = bytearray(t.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        t.write_bytes(bytes(data))
+    elif how == "missing tensors":
+        t.unlink()
+    elif how == "missing model":
+        m.unlink()
+    elif how == "not json":
+        m.write_text("{ this is not json")
+    else:
+        d = json.loads(m.read_text())
+        if how == "version":
+            d["version"] = 99
+        elif how == "format":
+            d["format"] = "something-else"
+        elif how == "shape":
+            d["network"]["layers"][0]["cout"] += 1
+        elif how == "scale":
+            d["scales"]["conv1"] = -1.0
+        elif how == "mult":
+            d["convs"]["conv1"]["mult"][0] += 1
+        m.write_text(json.dumps(d))
+
+
+@pytest.mark.parametrize("how,msg", [
+    ("tensor bytes", "tensors.npz: sha256 does not match"),
+    ("missing tensors", "tensors.npz: no such file"),
+    ("missing model", "model.json: no such file"),
+    ("not json", "model.json: not readable JSON"),
+    ("version", "model.json: format version 99"),
+    ("format", "model.json: not a squeezeforge-quant artifact"),
+    ("shape", "model.json: "),
+    ("scale", "model.json: scale of conv1 is -1.0"),
+    ("mult", "model.json: conv1 M/shift disagree"),
+])
+def test_artifact_corrupt(synth11, tmp_path, how, msg):
+    from squeezeforge.quant import artifact
+    artifact.save(synth11[1], tmp_path)
+    _corrupt(tmp_path, how)
+    with pytest.raises(artifact.ArtifactError) as e:
+        artifact.load(tmp_path)
+    text = str(e.value)
+    assert "\n" not in text and str(tmp_path) in text and msg in text, text
