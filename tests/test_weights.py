@@ -18,7 +18,7 @@ import pytest
 
 from squeezeforge.quant import weights as W
 from squeezeforge.quant.caffe import load_caffemodel
-from squeezeforge.quant.deep_compression import decode_compressed, load_compressed
+from squeezeforge.quant.deep_compression import load_compressed
 from squeezeforge.quant.model import WeightError, synthetic_model
 from squeezeforge.quant.network import NetworkError, network_from_prototxt, squeezenet
 from squeezeforge.quant.onnx_import import load_onnx
