@@ -64,7 +64,7 @@ def _load_model(args, quiet: bool):
     from squeezeforge.quant.weights import load_weights
     fm = load_weights(args.model, args.weights, download=not args.no_download, progress=not quiet)
     for n in fm.notes:
-        log(f"note: {n}", quiet)
+        log(f"note: {n}")  # notes go to stderr even with --json (stdout stays pure JSON)
     return fm
 
 
@@ -73,7 +73,7 @@ def _load_image(args, quiet: bool):
     path = args.image or default_image()
     x, notes = load_image(path, args.size)
     for n in notes:
-        log(f"note: {n}", quiet)
+        log(f"note: {n}")
     return path, x, notes
 
 
