@@ -15,7 +15,6 @@ in the sense of Amaranth's ``data.ArrayLayout``: element 0 occupies the lowest b
   accumulator's scale, unsigned ``numeric.MULT_BITS`` multiplier M, ``numeric.SHIFT_BITS`` shift),
   one word per output-channel group ``og`` at ``param_base + og``.
 """
-from __future__ import annotations
 
 from amaranth.hdl import Module, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
@@ -81,12 +80,16 @@ class OutputQueue(wiring.Component):
     w_stream : In(stream.Signature(shape, always_ready=True))
         Outputs from the pipeline; at most as many as were reserved.
     o_stream : Out(stream.Signature(shape))
-        Outputs in order; one cycle after their write at the earliest (``latency``).
+        Outputs in order; ``latency`` (2) cycles after their write at the earliest.
     """
 
+    LATENCY = 2     # SyncFIFOBuffered: memory write, then its output register
+
     def __init__(self, shape, depth: int):
-        if not isinstance(depth, int) or depth < 2:
-            raise ValueError(f"output queue depth must be an integer of at least 2, not {depth!r}")
+        # SyncFIFOBuffered of depth 2 can refuse a write while holding one entry; from 3 up
+        # it accepts whenever fewer than `depth` entries are held, which the credits guarantee.
+        if not isinstance(depth, int) or depth < 3:
+            raise ValueError(f"output queue depth must be an integer of at least 3, not {depth!r}")
         Shape.cast(shape)
         self._shape = shape
         self._depth = depth
@@ -105,7 +108,7 @@ class OutputQueue(wiring.Component):
     @property
     def latency(self) -> int:
         """Cycles from a write into an empty queue to ``o_stream.valid``."""
-        return 1
+        return self.LATENCY
 
     def elaborate(self, platform):
         m = Module()
