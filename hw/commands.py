@@ -12,7 +12,8 @@ Ops
             the ring buffer (``src = DDR``: rows ``in_addr + (y*in_w + x)*in_pix``, ``in_bytes``
             bytes per pixel) or from the squeeze buffer (``src = SQUEEZE``); output to DDR
             (``dst = DDR``: pixel p's ``out_bytes`` bytes at ``out_addr + p*out_pix``) or to the
-            squeeze buffer (``dst = SQUEEZE``; the Fire squeeze pass).
+            squeeze buffer (``dst = SQUEEZE``; the Fire squeeze pass); with ``dump`` set, a
+            squeeze output is also written to DDR as above, so every layer can be verified.
 ``EXPAND``  a Fire module's expand pass: input from the squeeze buffer; per output pixel the
             1x1 conv's ``conv.n_og`` groups (k = 1), then the 3x3 pad-1 conv's ``n_og2`` groups,
             whose weights and parameter words follow the 1x1 conv's; the 1x1 output goes to
@@ -22,11 +23,15 @@ Ops
             (``k``, ``stride``, ``pad``, ``ho``, ``wo``, ``n_ic``).
 ``GAP``     global average pool, DDR to DDR: per channel the integer window sum, requantized with
             the M and shift of parameter word ``conv.param_base`` (bias 0).
+
+Parameter words (bias, M, shift per output lane) live in an on-chip parameter memory whose
+contents are part of the generated design (memory initial contents), in both weight modes.
+``LOAD``    no computation: only the weight prefetch below (used before the first streamed tile).
 ``END``     stop; the engine raises ``done`` (and the interrupt when enabled).
 
 Weights (streamed mode): a command computes from weight buffer ``wbuf``; while it runs, the
-sequencer loads ``pf_words`` words from ``pf_addr`` into the other buffer (the next tile), so
-weight loading overlaps computation. The host decides the prefetch order. In resident mode
+sequencer loads ``pf_words`` words from ``pf_addr`` into the other buffer, ``1 - wbuf`` (the next
+tile), so weight loading overlaps computation; the next command starts when both are finished. The host decides the prefetch order. In resident mode
 ``wbuf`` and the prefetch fields are zero and ``conv.weight_base`` addresses the one memory.
 """
 
@@ -46,6 +51,7 @@ class Op(enum.Enum, shape=3):
     EXPAND = 2
     MAXPOOL = 3
     GAP = 4
+    LOAD = 5
 
 
 class Loc(enum.Enum, shape=1):
@@ -58,6 +64,7 @@ class Command(data.Struct):
     src: Loc
     dst: Loc
     wbuf: unsigned(1)
+    dump: unsigned(1)
     conv: ConvCommand
     n_og2: unsigned(WORDS_BITS)
     in_addr: unsigned(32)
