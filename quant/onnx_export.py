@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .network import Concat, Conv, Pool
+from .network import Concat, Conv
 from .quantize import QuantModel
 
 __all__ = ["ExportError", "layer_model", "network_model", "run_layer_ort", "export_qdq_model",

@@ -11,7 +11,7 @@ from squeezeforge.quant.golden import (
     GoldenError, golden_conv, golden_gap, golden_layer, golden_probs, run_golden,
 )
 from squeezeforge.quant.model import synthetic_model
-from squeezeforge.quant.network import Concat, Conv, squeezenet
+from squeezeforge.quant.network import Concat, squeezenet
 from squeezeforge.quant.preprocess import default_image, load_image
 from squeezeforge.quant.quantize import QConv, QGap, quantize
 
