@@ -403,7 +403,8 @@ def compile_program(qm: QuantModel, cfg: EngineConfig, size=227, *, base_addr: i
     for l in net.layers:
         if isinstance(l, Conv):
             _check_conv(l)
-        elif isinstance(l, Pool) and not l.is_global and (l.kind, l.kernel, l.stride, l.pad) != ("max", 3, 2, 0):
+        elif (isinstance(l, Pool) and not l.is_global
+              and (l.kind, l.kernel, l.stride, l.pad) != ("max", 3, 2, 0)):
             raise ScheduleError(f"{l.name}: {l.kind}-pool {l.kernel}x{l.kernel} stride {l.stride} "
                                 f"pad {l.pad} is not supported (the engine max-pools 3x3 stride 2, "
                                 f"no padding)")

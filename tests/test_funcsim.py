@@ -17,7 +17,7 @@ from squeezeforge.host.schedule import compile_program
 from squeezeforge.quant import numeric
 from squeezeforge.quant.golden import golden_layer, run_golden
 from squeezeforge.quant.model import synthetic_model
-from squeezeforge.quant.network import Concat, Conv, Network, Pool, squeezenet
+from squeezeforge.quant.network import Concat, Conv, Network, Pool
 from squeezeforge.quant.preprocess import default_image, load_image
 from squeezeforge.quant.quantize import quantize
 from squeezeforge.quant.weights import load_weights
@@ -162,7 +162,8 @@ def test_a_wrong_prefetch_is_caught(images):
     off = prog.cmd_addr - prog.base_addr
     ddr[off:off + COMMAND_BYTES] = encode(op=Op.LOAD, wbuf=f["wbuf"])
     # conv1 on z7020: 64 outputs = 4 groups x ceil(27 / 16) = 2 input words
-    with pytest.raises(FuncSimError, match=r"command 1 \(conv1\): reads weight words 0..8 of buffer 0, which holds 0 "):
+    with pytest.raises(FuncSimError, match=r"command 1 \(conv1\): reads weight words 0..8 of "
+                                           r"buffer 0, which holds 0 loaded words"):
         run_program(prog, ddr)
     # flip one weight of fire3/expand (its tile) in DDR: fire3's concat changes
     cmd = next(c for c in prog.commands if c.name == "fire3/expand")
@@ -242,3 +243,13 @@ def test_unrecognised_fire_runs_via_ddr():
     assert all(c.op != Op.EXPAND and c.fields["src"] == Loc.DDR and c.fields["dst"] == Loc.DDR
                for c in prog.commands)
     run_and_compare(prog, qm, x_int8, gold)
+
+
+def test_fuse_never_runs_fire_modules_via_ddr():
+    net = odd_network()
+    qm = odd_qm(net)
+    x = np.random.default_rng(13).normal(0, 40, (3, 9, 19)).astype(np.float32)
+    x_int8 = numeric.quantize_input(x, qm.input_scale)
+    prog = compile_program(qm, ODD_CONFIGS["16x6-ww9"], (9, 19), fuse="never")
+    assert all(c.fields["src"] == Loc.DDR and c.fields["dst"] == Loc.DDR for c in prog.commands)
+    run_and_compare(prog, qm, x_int8, golden_blobs(qm, x_int8))
