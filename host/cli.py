@@ -28,11 +28,9 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     from squeezeforge.quant.preprocess import ImageError
     from squeezeforge.hw.config import ConfigError
     types: list[type[BaseException]] = [UserError, WeightError, NetworkError, ImageError, ConfigError]
-    try:
-        from squeezeforge.quant.artifact import ArtifactError
-        types.append(ArtifactError)
-    except ImportError:
-        pass
+    from squeezeforge.quant.artifact import ArtifactError
+    from squeezeforge.host.schedule import ScheduleError
+    types += [ArtifactError, ScheduleError]
     return tuple(types)
 
 

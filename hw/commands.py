@@ -24,6 +24,12 @@ Ops
 ``GAP``     global average pool, DDR to DDR: per channel the integer window sum, requantized with
             the M and shift of parameter word ``conv.param_base`` (bias 0).
 
+On-chip storage rules: a CONV with ``dst = SQUEEZE`` stores each output pixel as
+``ceil(out_bytes / Pi)`` activation words, lanes past ``out_bytes`` zero (``out_bytes`` is set even
+when ``dump`` is 0); activation lanes past ``in_bytes`` are zero on chip; GAP takes M and shift
+from lane 0 of its parameter word. Output addresses are byte-granular: the write DMA uses byte
+strobes for partial beats (every SqueezeNet address is 8-byte aligned; odd channel counts are not).
+
 Parameter words (bias, M, shift per output lane) live in an on-chip parameter memory whose
 contents are part of the generated design (memory initial contents), in both weight modes.
 ``LOAD``    no computation: only the weight prefetch below (used before the first streamed tile).

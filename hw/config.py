@@ -118,9 +118,11 @@ PRESETS = {c.name: c for c in (
     # XC7Z020: 220 DSP48E1, 140 RAMB36 (630 KB) < 1.2 MB of weights -> streamed weights.
     EngineConfig("z7020", "xc7z020", 16, 16, "streamed", weight_words=512),
     # XC7Z045: 900 DSP, 545 RAMB36 (2.4 MB): all weights resident.
-    EngineConfig("z7045", "xc7z045", 32, 32, "resident", weight_words=1536),
+    EngineConfig("z7045", "xc7z045", 32, 32, "resident", weight_words=1536,
+                 squeeze_buffer_bytes=128 * 1024),
     # XCZU9EG (ZCU102): 2,520 DSP, 912 RAMB36 (4 MB): all weights resident.
-    EngineConfig("zu9eg", "xczu9eg", 32, 64, "resident", weight_words=768),
+    EngineConfig("zu9eg", "xczu9eg", 32, 64, "resident", weight_words=768,
+                 squeeze_buffer_bytes=128 * 1024),
 )}
 
 
