@@ -6,7 +6,7 @@ constants from here, so the map has one source of truth):
 ======  ===============  ====  ==============================================================
 offset  name             mode  meaning
 ======  ===============  ====  ==============================================================
-0x00    ID               RO    0x535A5146 (the contract's "SQZF"; see ID_VALUE)
+0x00    ID               RO    0x53515A46: ASCII "SQZF", most significant byte first
 0x04    VERSION          RO    ``version`` constructor parameter (major << 16 | minor)
 0x08    CTRL             RW    bit0 START (write 1: one-cycle ``start`` pulse, reads 0);
                                bit1 SOFT_RESET (write 1: one-cycle ``soft_reset`` pulse, reads
@@ -50,9 +50,7 @@ __all__ = ["Reg", "ID_VALUE", "VERSION", "CTRL_START", "CTRL_SOFT_RESET", "CTRL_
            "STATUS_BUSY", "STATUS_DONE", "STATUS_ERROR", "MAX_LAYER_CYCLES",
            "config_word", "AxiLiteRegs"]
 
-# The contract says ASCII "SQZF" = 0x535A5146, but those bytes spell "SZQF" ("SQZF" would be
-# 0x53515A46). The number is what drivers compare, so the number is kept as written.
-ID_VALUE = 0x535A5146
+ID_VALUE = int.from_bytes(b"SQZF", "big")   # 0x53515A46
 VERSION = 0x0001_0000          # 1.0
 MAX_LAYER_CYCLES = 64
 
