@@ -8,12 +8,16 @@ bounds every SqueezeNet sum inside int32 (``numeric.acc_bound``), so no wrap hap
 DSP packing (``dsp_packing=True``): output lanes 2j and 2j+1 share each activation, so one
 multiplier computes ``P = a * ((w[2j+1] << 17) + w[2j])`` (9-bit x 25-bit signed: one DSP48E1).
 Then ``lo = signext(P[0:17]) = a*w[2j]`` exactly (|a*w| <= 255*127 < 2**16) and
-``hi = (P - lo) >> 17 = (P >> 17) + P[16] = a*w[2j+1]`` exactly. The decode costs one adder
-level, counted in the adder-tree pipeline below.
+``hi = (P - lo) >> 17 = (P >> 17) + P[16] = a*w[2j+1]`` exactly. The ``+ P[16]`` correction is
+not applied per product: lane 2j+1's adder tree sums the Pi values ``P_i >> 17`` and, beside
+them, the Pi bits ``P_i[16]`` (a popcount), which meet in one extra adder level at the root.
+So the decode costs no wide adder per product, only one tree level. The packed multiplicand
+needs no 25-bit adder either: ``(w_hi << 17) + w_lo`` is ``w_hi - sign(w_lo)`` (8 bits)
+concatenated above ``w_lo`` sign-extended to 17 bits.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -113,8 +117,9 @@ class MacArray(wiring.Component):
 
     @property
     def adder_levels(self) -> int:
-        """Adder levels after the product registers: packing decode, tree, accumulator."""
-        return int(self._dsp_packing) + ceil_log2(self._in_lanes) + 1
+        """Adder levels after the product registers: the tree over Pi products (2*Pi values
+        with packing: products and their correction bits), then the accumulator."""
+        return ceil_log2(self._in_lanes * (2 if self._dsp_packing else 1)) + 1
 
     @property
     def adder_stages(self) -> int:
@@ -148,8 +153,11 @@ class MacArray(wiring.Component):
                             reset_less=True) for i in range(pi)] for j in range(po // 2)]
             for j in range(po // 2):
                 for i in range(pi):
-                    m.d.sync += w_in[j][i].eq((step.weight[2 * j + 1][i] << PACK_SHIFT)
-                                              + step.weight[2 * j][i])
+                    w_lo, w_hi = step.weight[2 * j][i], step.weight[2 * j + 1][i]
+                    # == (w_hi << PACK_SHIFT) + w_lo, without a 25-bit adder
+                    m.d.sync += w_in[j][i].eq(Cat(
+                        w_lo, w_lo[-1].replicate(PACK_SHIFT - numeric.WEIGHT_BITS),
+                        (w_hi - w_lo[-1])[:numeric.WEIGHT_BITS]))
         else:
             w_in = [[Signal(signed(numeric.WEIGHT_BITS), name=f"w{o}_{i}", reset_less=True)
                      for i in range(pi)] for o in range(po)]
@@ -206,19 +214,11 @@ class MacArray(wiring.Component):
 
         values = leaves
         if self._dsp_packing:
-            decoded = []
-            for o in range(po):
-                lane = []
-                for p in values[o]:
-                    if o % 2 == 0:
-                        lane.append(p[:PACK_SHIFT].as_signed())
-                    else:
-                        hi = Signal(signed(PRODUCT_BITS), name=f"hi{o}_{len(lane)}")
-                        m.d.comb += hi.eq((p >> PACK_SHIFT) + p[PACK_SHIFT - 1])
-                        lane.append(hi)
-                decoded.append(lane)
-            values = end_level(decoded)
-        for _ in range(ceil_log2(pi)):
+            # even lane: the low fields; odd lane: the high fields, then their correction bits
+            values = [[p[:PACK_SHIFT].as_signed() for p in lane] if o % 2 == 0 else
+                      [p >> PACK_SHIFT for p in lane] + [p[PACK_SHIFT - 1] for p in lane]
+                      for o, lane in enumerate(leaves)]
+        while any(len(lane) > 1 for lane in values):
             values = end_level([[lane[n] + lane[n + 1] if n + 1 < len(lane) else lane[n]
                                  for n in range(0, len(lane), 2)] for lane in values])
 
