@@ -18,7 +18,7 @@ from squeezeforge.hw.memories import act_word_layout, param_word_layout, weight_
 from squeezeforge.quant import numeric
 from squeezeforge.quant.reference import conv2d
 
-pytestmark = pytest.mark.filterwarnings("ignore::amaranth._unused.UnusedElaboratable")
+pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 
 
 # -- packing helpers (layout contract of hw/memories.py) ----------------------------------------

@@ -8,7 +8,7 @@ from amaranth.sim import Simulator
 from squeezeforge.hw.mac_array import MacArray
 from squeezeforge.quant import numeric
 
-pytestmark = pytest.mark.filterwarnings("ignore::amaranth._unused.UnusedElaboratable")
+pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 
 INT32 = 2 ** 32
 

@@ -14,7 +14,7 @@ from squeezeforge.quant import numeric
 from squeezeforge.quant.network import Pool
 from squeezeforge.quant.reference import global_sum, maxpool
 
-pytestmark = pytest.mark.filterwarnings("ignore::amaranth._unused.UnusedElaboratable")
+pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 
 
 def cdiv(a, b):

@@ -11,7 +11,7 @@ from amaranth.sim import Simulator
 from squeezeforge.hw.requant import Requant
 from squeezeforge.quant import numeric
 
-pytestmark = pytest.mark.filterwarnings("ignore::amaranth._unused.UnusedElaboratable")
+pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 
 ACC_MAX = 2 ** 31 - 1
 ACC_MIN = -2 ** 31
