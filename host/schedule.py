@@ -107,6 +107,7 @@ class Command:
     layers: tuple[str, ...]        # network layers (or parts of them) this command computes
     record: bytes                  # COMMAND_BYTES little-endian bytes, as in DDR
     tile: tuple[int, int] | None = None   # streamed: (DDR address, words) of the tile it uses
+    macs: int = 0                  # real multiply-accumulates (without lane padding)
 
     @property
     def fields(self) -> dict:
@@ -686,12 +687,18 @@ def compile_program(qm: QuantModel, cfg: EngineConfig, size=227, *, base_addr: i
     wbuf_of = {i: n % 2 for n, i in enumerate(weighted)} if streamed else {}
     commands: list[Command] = []
 
-    def emit(name, layers, tile=None, **fields):
+    def emit(name, layers, tile=None, macs=0, **fields):
         try:
             rec = encode(**fields)
         except ValueError as e:
             raise ScheduleError(f"{name}: {e}") from None
-        commands.append(Command(len(commands), name, tuple(layers), rec, tile))
+        commands.append(Command(len(commands), name, tuple(layers), rec, tile, macs))
+
+    def piece_macs(pc) -> int:
+        l = net.layer(pc.layer)
+        _, ho, wo = shapes[l.top]
+        chans = min(pc.og1 * po, l.cout) - pc.og0 * po
+        return chans * l.reduction * ho * wo
 
     if load_first:
         a, n = tile_of[0]
@@ -723,7 +730,7 @@ def compile_program(qm: QuantModel, cfg: EngineConfig, size=227, *, base_addr: i
                 f.update(pf_addr=tile_of[nxt][0], pf_words=tile_of[nxt][1])
                 if f["wbuf"] == wbuf_of[nxt]:
                     raise AssertionError(f"{p.name}: prefetch into the buffer in use")
-        emit(p.name, p.layers, tile_of.get(i), **f)
+        emit(p.name, p.layers, tile_of.get(i), sum(map(piece_macs, p.pieces)), **f)
     emit("end", (), op=Op.END)
     assert len(commands) == n_cmds
 

@@ -20,26 +20,20 @@ It evaluates a whole network in milliseconds, so design-space sweeps are cheap.
 """
 from __future__ import annotations
 
-import math
+import functools
 from dataclasses import asdict, dataclass
 
 from squeezeforge.hw.config import EngineConfig
-from squeezeforge.quant.network import Concat, Conv, Network, Pool
+from squeezeforge.quant.network import Network
 
-__all__ = ["PassCycles", "estimate_network", "summarize", "BEAT_BYTES"]
+__all__ = ["PassCycles", "estimate_network", "estimate_program", "summarize", "BEAT_BYTES"]
 
 BEAT_BYTES = 8            # 64-bit AXI data
-PIPELINE_FILL = 16        # cycles from the first step of a pass to its first output (estimate)
 DDR_READ_LATENCY = 20     # cycles from a read request to its first beat (model of the HP port)
 
 
 def _up(a: int, b: int) -> int:
     return -(-a // b)
-
-
-def _ddr_c(c: int) -> int:
-    """Bytes per pixel of a C-channel tensor in DDR (channel stride rounded up to a beat)."""
-    return _up(c, BEAT_BYTES) * BEAT_BYTES
 
 
 @dataclass
@@ -63,73 +57,18 @@ class PassCycles:
         return d
 
 
-def _conv_steps(cfg: EngineConfig, conv: Conv, ho: int, wo: int, im2col: bool) -> tuple[int, int]:
-    """(MAC-array steps, weight words) of one convolution."""
-    if im2col:
-        k, cin = 1, conv.reduction
-    else:
-        k, cin = conv.kernel, conv.cin
-    n_og = _up(conv.cout, cfg.out_lanes)
-    n_ic = _up(cin, cfg.in_lanes)
-    words = n_og * k * k * n_ic
-    return ho * wo * words, words
+@functools.lru_cache(maxsize=8)
+def _synthetic_qm(net: Network, size: int):
+    from squeezeforge.quant.model import synthetic_model
+    from squeezeforge.quant.quantize import quantize
+    return quantize(synthetic_model(net), size=size)
 
 
-def _pass(cfg, name, kind, macs, compute, rd, wr) -> PassCycles:
-    ddr = max(_up(rd, BEAT_BYTES), _up(wr, BEAT_BYTES))
-    cycles = max(compute, ddr) + PIPELINE_FILL + DDR_READ_LATENCY
-    return PassCycles(name, kind, macs, _up(macs, cfg.macs), compute, rd, wr, cycles)
-
-
-def estimate_network(net: Network, cfg: EngineConfig, size: int = 227) -> list[PassCycles]:
-    """Cycle estimate of every pass of ``net`` on ``cfg`` at a ``size`` x ``size`` input."""
-    shapes = net.shapes(size)
-    fires = {f.squeeze.name: f for f in net.fires()}
-    in_fire = {c.name for f in fires.values() for c in f.convs}
-    first = net.convs[0].name
-    out: list[PassCycles] = []
-    for l in net.layers:
-        if isinstance(l, Concat):
-            continue
-        c, h, w = shapes[l.bottom] if not isinstance(l, Concat) else (0, 0, 0)
-        co, ho, wo = shapes[l.top]
-        if isinstance(l, Pool):
-            n_ic = _up(c, cfg.in_lanes)
-            taps = h * w if l.is_global else l.kernel * l.kernel * ho * wo
-            compute = taps * n_ic
-            out.append(_pass(cfg, l.name, f"{l.kind}pool", 0, compute,
-                             h * w * _ddr_c(c), ho * wo * _ddr_c(co)))
-            continue
-        if l.name in in_fire and l.name not in fires:
-            continue  # expand convs are counted with their Fire module
-        if l.name in fires:
-            f = fires[l.name]
-            s_c, s_h, s_w = shapes[f.squeeze.top]
-            steps, words = _conv_steps(cfg, f.squeeze, s_h, s_w, False)
-            wbytes = words * cfg.weight_word_bytes if cfg.weight_mode == "streamed" else 0
-            macs = f.squeeze.cout * f.squeeze.reduction * s_h * s_w
-            out.append(_pass(cfg, f.squeeze.name, "squeeze", macs, steps,
-                             h * w * _ddr_c(c) + wbytes, 0))
-            e_steps, e_words, e_macs = 0, 0, 0
-            for e in (f.expand1x1, f.expand3x3):
-                st, wd = _conv_steps(cfg, e, s_h, s_w, False)
-                e_steps += st
-                e_words += wd
-                e_macs += e.cout * e.reduction * s_h * s_w
-            c_cat, h_cat, w_cat = shapes[f.concat.top]
-            wbytes = e_words * cfg.weight_word_bytes if cfg.weight_mode == "streamed" else 0
-            out.append(_pass(cfg, f.name + "/expand", "expand", e_macs, e_steps,
-                             wbytes, h_cat * w_cat * _ddr_c(c_cat)))
-            continue
-        im2col = l.name == first and l.kernel > 1 and l.cin < cfg.in_lanes
-        steps, words = _conv_steps(cfg, l, ho, wo, im2col)
-        macs = l.cout * l.reduction * ho * wo
-        tiles = _up(words, cfg.weight_words) if cfg.weight_mode == "streamed" else 1
-        in_bytes = (ho * wo * _ddr_c(l.reduction)) if im2col else h * w * _ddr_c(c)
-        wbytes = words * cfg.weight_word_bytes if cfg.weight_mode == "streamed" else 0
-        out.append(_pass(cfg, l.name, "conv", macs, steps, in_bytes * tiles + wbytes,
-                         ho * wo * _ddr_c(co)))
-    return out
+def estimate_network(net: Network, cfg: EngineConfig, size: int = 227, **compile_kw) -> list[PassCycles]:
+    """Cycle estimate of ``net`` on ``cfg``: compiles the network (weights do not change the
+    cycle count, so seeded synthetic ones are used) and runs :func:`estimate_program`."""
+    from squeezeforge.host.schedule import compile_program
+    return estimate_program(compile_program(_synthetic_qm(net, size), cfg, size, **compile_kw))
 
 
 def summarize(passes: list[PassCycles], cfg: EngineConfig) -> dict:
@@ -142,3 +81,60 @@ def summarize(passes: list[PassCycles], cfg: EngineConfig) -> dict:
                 ddr_read_bytes=rd, ddr_write_bytes=wr,
                 ms_at_clock=round(total / (cfg.clock_mhz * 1e3), 3),
                 passes=[p.to_dict() for p in passes])
+
+
+# -- per-command model of a compiled program ------------------------------------------------
+# Calibration constants of the engine's fixed costs (cycles); tests/test_cycle_model.py and the
+# RTL comparison in `squeezeforge bench` keep them honest.
+COMMAND_FETCH = 8 + DDR_READ_LATENCY     # read one 64-byte record
+CONV_OVERHEAD = 17                       # ConvCore setup + pipeline drain (2 + 13 + 2 at 16x16)
+POOL_OVERHEAD = 8
+
+
+def estimate_program(program) -> list[PassCycles]:
+    """Cycle estimate of every command of a compiled :class:`~squeezeforge.host.schedule.Program`.
+
+    Each command takes ``max(compute, DDR read beats, DDR write beats) + fixed costs``: the ring
+    buffer and the weight double buffer let DDR traffic overlap computation, and the HP port's
+    read and write channels are independent. MACs are those of the network layers the command
+    computes (the compiler's count, without lane padding).
+    """
+    from squeezeforge.hw.commands import Op
+    cfg = program.cfg
+    wb = cfg.weight_word_bytes
+    out = []
+    for c in program.commands:
+        f = c.fields
+        op = f["op"]
+        cv = f["conv"]
+        macs = c.macs
+        pf = _up(f["pf_words"] * wb, BEAT_BYTES)
+        rd = wr = 0
+        if op == Op.END:
+            out.append(PassCycles(c.name, "end", 0, 0, 0, 0, 0, 0))
+            continue
+        if op == Op.LOAD:
+            compute, fixed = 0, 0
+        elif op in (Op.CONV, Op.EXPAND):
+            steps = cv["ho"] * cv["wo"] * cv["n_og"] * cv["k"] ** 2 * cv["n_ic"]
+            if op == Op.EXPAND:
+                steps += cv["ho"] * cv["wo"] * f["n_og2"] * 9 * cv["n_ic"]
+            compute, fixed = steps, CONV_OVERHEAD
+            if f["src"].name == "DDR":
+                rd = cv["h"] * cv["w"] * _up(f["in_bytes"], BEAT_BYTES)
+            if f["dst"].name == "DDR" or f["dump"]:
+                wr = cv["ho"] * cv["wo"] * (_up(f["out_bytes"], BEAT_BYTES)
+                                            + _up(f["out_bytes2"], BEAT_BYTES))
+        elif op == Op.MAXPOOL:
+            compute, fixed = 9 * cv["ho"] * cv["wo"] * cv["n_ic"], POOL_OVERHEAD
+            rd = cv["h"] * cv["w"] * _up(f["in_bytes"], BEAT_BYTES)
+            wr = cv["ho"] * cv["wo"] * _up(f["out_bytes"], BEAT_BYTES)
+        else:  # GAP
+            compute, fixed = cv["h"] * cv["w"] * cv["n_ic"], POOL_OVERHEAD
+            rd = cv["h"] * cv["w"] * _up(f["in_bytes"], BEAT_BYTES)
+            wr = _up(f["out_bytes"], BEAT_BYTES)
+        cycles = max(compute, rd + pf, wr) + fixed + COMMAND_FETCH
+        out.append(PassCycles(c.name, op.name.lower(), macs, _up(macs, cfg.macs), compute,
+                              (rd + pf) * BEAT_BYTES, wr * BEAT_BYTES, cycles))
+    return out
+
