@@ -110,8 +110,48 @@ class EngineConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    # -- analytic resource model (Yosys gives the real figures: `squeezeforge estimate`) -------
+    PARAM_WORDS = 512          # parameter memory depth (SqueezeNet v1.1 needs ~200 words at Po=16)
+    PARAM_LANE_BITS = 54       # bias 32 + M 16 + shift 6
+
+    def resources(self) -> dict:
+        """First-order DSP48 / RAMB36 counts of this configuration, before synthesis.
+
+        DSP: the MAC array (one multiplier per MAC, half with ``dsp_packing``) plus two per
+        requantizer lane (a 32 x 16 product). RAMB36: each memory at its best aspect ratio
+        (32Kx1 ... 512x72): weight buffers (Po*Pi bytes wide), input ring buffer and squeeze
+        buffer (Pi bytes wide), parameter memory (Po lanes of 54 bits).
+        """
+        mults = self.macs // 2 if self.dsp_packing else self.macs
+        dsp = mults + 2 * self.out_lanes
+        pi8 = self.in_lanes * 8
+        ramb = (self.weight_buffers * _bram36(self.weight_word_bytes * 8, self.weight_words)
+                + _bram36(pi8, self.act_buffer_bytes // self.in_lanes)
+                + _bram36(pi8, self.squeeze_buffer_bytes // self.in_lanes)
+                + _bram36(self.out_lanes * self.PARAM_LANE_BITS, self.PARAM_WORDS))
+        return dict(dsp=dsp, ramb36=ramb)
+
+    def check_fit(self) -> "EngineConfig":
+        """Raise ConfigError naming every resource the configuration needs beyond its device."""
+        need = self.resources()
+        dev = self.dev
+        over = [f"{k.upper()} {need[k]} > {getattr(dev, k)}" for k in ("dsp", "ramb36")
+                if need[k] > getattr(dev, k)]
+        if over:
+            raise ConfigError(f"configuration {self.name} does not fit {dev.name}: "
+                              + ", ".join(over))
+        return self
+
     def with_(self, **kw) -> "EngineConfig":
         return replace(self, **kw)
+
+
+_BRAM36_SHAPES = ((1, 32768), (2, 16384), (4, 8192), (9, 4096), (18, 2048), (36, 1024), (72, 512))
+
+
+def _bram36(width: int, depth: int) -> int:
+    """RAMB36 blocks for a width x depth memory at the best aspect ratio."""
+    return min(-(-width // w) * -(-depth // d) for w, d in _BRAM36_SHAPES)
 
 
 PRESETS = {c.name: c for c in (
