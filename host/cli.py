@@ -235,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
+
+    from squeezeforge.host import hwcli
+    hwcli.add_parsers(sub, _model_args)
     return ap
 
 
