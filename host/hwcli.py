@@ -128,7 +128,38 @@ def cmd_estimate(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from squeezeforge.quant.network import squeezenet
+    from squeezeforge.sim.sweep import sweep
+    from tqdm import tqdm
+    rows = sweep(squeezenet(args.model), args.device, args.size,
+                 progress=None if args.json else (lambda xs: tqdm(xs, desc="configurations",
+                                                                  leave=False)))
+    if not rows:
+        from squeezeforge.hw.config import ConfigError
+        raise ConfigError(f"no configuration fits {args.device}")
+    if args.json:
+        print(json.dumps(dict(device=args.device, model=args.model, size=args.size, best=rows[0],
+                              configurations=rows)))
+        return 0
+    print(f"SqueezeNet {args.model} at {args.size}: {len(rows)} configurations fit {args.device} "
+          f"(cycle model; fastest first)")
+    print(f"  {'config':<22}{'cycles':>11}{'MAC util':>10}{'DSP':>6}{'RAMB36':>8}{'DDR MB':>8}")
+    for r in rows[:args.top]:
+        print(f"  {r['config']:<22}{r['cycles']:>11,}{r['mac_utilization']:>10.1%}{r['dsp']:>6}"
+              f"{r['ramb36']:>8}{r['ddr_bytes'] / 1e6:>8.2f}")
+    return 0
+
+
 def add_parsers(sub, model_args) -> None:
+    p = sub.add_parser("sweep", help="design-space sweep: fastest configuration that fits a device")
+    p.add_argument("--device", required=True, help="xc7z020, xc7z045, xczu9eg, xczu3eg, ...")
+    p.add_argument("--model", choices=("v1.0", "v1.1"), default="v1.1")
+    p.add_argument("--size", type=int, choices=(227, 224), default=227)
+    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_sweep)
+
     p = sub.add_parser("generate", help="write the engine's Verilog, memory images and description")
     p.add_argument("--config", required=True, help="preset (z7020, z7045, zu9eg) with optional "
                                                    ":key=value overrides")
