@@ -23,7 +23,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 __all__ = ["AxiBurst", "AxiResp", "AXI_CACHE_NORMAL", "BOUNDARY_BYTES",
-           "dma_request_layout", "read_beat_layout", "split_bursts",
+           "dma_request_layout", "read_beat_layout", "write_beat_layout", "split_bursts",
            "AxiReadDma", "AxiWriteDma", "AxiDma"]
 
 #: AXI bursts may not cross a 4 KB address boundary (AXI spec A3.4.1).
@@ -54,6 +54,12 @@ def read_beat_layout(data_width: int = 64) -> data.StructLayout:
     """One beat from the read DMA: ``data`` (little-endian bytes), ``last`` (final beat of its
     request)."""
     return data.StructLayout({"data": unsigned(data_width), "last": unsigned(1)})
+
+
+def write_beat_layout(data_width: int = 64) -> data.StructLayout:
+    """One beat into a write DMA built with ``strobes=True``: ``data`` (little-endian bytes)
+    and ``strb`` (one write strobe per byte, AXI WSTRB)."""
+    return data.StructLayout({"data": unsigned(data_width), "strb": unsigned(data_width // 8)})
 
 
 def split_bursts(addr: int, length: int, *, beat_bytes: int = 8, max_burst: int = 16):
@@ -266,7 +272,9 @@ class AxiWriteDma(wiring.Component):
         Accepted once all bursts of the previous request have been issued on AW.
     i_stream : In(stream of ``unsigned(data_width)``)
         The data, one full-width beat per transfer, little-endian; exactly length / beat bytes
-        beats per request, in request order. All byte strobes are set.
+        beats per request, in request order. All byte strobes are set, unless the DMA is built
+        with ``strobes=True``: then each beat is a :func:`write_beat_layout` record whose
+        ``strb`` drives WSTRB (partial beats for byte-granular regions).
     busy : Out(1)
         A request is being split, or has bursts whose data or write response is pending.
         The region is in memory (all B responses received) once ``busy`` falls.
@@ -281,16 +289,19 @@ class AxiWriteDma(wiring.Component):
     way): no buffering.
     """
 
-    def __init__(self, *, data_width=64, addr_width=32, max_burst=16, outstanding=4, id_width=1):
+    def __init__(self, *, data_width=64, addr_width=32, max_burst=16, outstanding=4, id_width=1,
+                 strobes=False):
         _check_common(data_width, addr_width, max_burst, outstanding, id_width)
         self._data_width = data_width
         self._addr_width = addr_width
         self._max_burst = max_burst
         self._outstanding = outstanding
         self._id_width = id_width
+        self._strobes = bool(strobes)
+        beat = write_beat_layout(data_width) if strobes else unsigned(data_width)
         super().__init__({
             "req": In(stream.Signature(dma_request_layout(addr_width))),
-            "i_stream": In(stream.Signature(unsigned(data_width))),
+            "i_stream": In(stream.Signature(beat)),
             "busy": Out(1),
             "error": Out(1),
             **_write_members(addr_width, data_width, id_width),
@@ -350,8 +361,10 @@ class AxiWriteDma(wiring.Component):
         w_accept = self.m_axi_wvalid & self.m_axi_wready
         m.d.comb += [
             self.m_axi_wvalid.eq(self.i_stream.valid & w_open),
-            self.m_axi_wdata.eq(self.i_stream.payload),
-            self.m_axi_wstrb.eq(C(-1, self.beat_bytes)),
+            self.m_axi_wdata.eq(self.i_stream.payload.data if self._strobes
+                                else self.i_stream.payload),
+            self.m_axi_wstrb.eq(self.i_stream.payload.strb if self._strobes
+                                else C(-1, self.beat_bytes)),
             self.m_axi_wlast.eq(beat == wlens.r_data - 1),
             self.i_stream.ready.eq(self.m_axi_wready & w_open),
             wlens.r_en.eq(w_accept & self.m_axi_wlast),
@@ -382,13 +395,13 @@ class AxiDma(wiring.Component):
     """
 
     def __init__(self, *, data_width=64, addr_width=32, max_burst=16, outstanding=4,
-                 write_outstanding=None, id_width=1):
+                 write_outstanding=None, id_width=1, strobes=False):
         write_outstanding = outstanding if write_outstanding is None else write_outstanding
         self._read = AxiReadDma(data_width=data_width, addr_width=addr_width,
                                 max_burst=max_burst, outstanding=outstanding, id_width=id_width)
         self._write = AxiWriteDma(data_width=data_width, addr_width=addr_width,
                                   max_burst=max_burst, outstanding=write_outstanding,
-                                  id_width=id_width)
+                                  id_width=id_width, strobes=strobes)
         rs, ws = self._read.signature.members, self._write.signature.members
         super().__init__({
             "rd_req": rs["req"], "o_stream": rs["o_stream"],
