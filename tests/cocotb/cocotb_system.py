@@ -1,0 +1,82 @@
+"""cocotb side of the system simulation: run one program through the host protocol.
+
+Inputs (environment, set by ``sim/simulate.py`` or the tests):
+  SQZF_PROGRAM      pickle of a Program (``host.schedule.Program`` or ``sim.stub_engine.CopyProgram``)
+  SQZF_INPUT        .npy of the int8 input (optional)
+  SQZF_RESULTS      results file to write (JSON); tensors go beside it as .npz
+  SQZF_TIMEOUT_CYCLES  wait_done timeout in cycles (default 50 M)
+  SQZF_POLL_CYCLES  progress poll period in cycles (0: none)
+  SQZF_PROGRESS     file to append progress lines to ("cycle cur_cmd")
+  SQZF_TRACE_WINDOW "first:last" cycle window to trace (testbench built with tracing)
+
+The results file: cycles, per-command cycles, status, wall time of the run in the simulator,
+simulated cycles per second, driver statistics (loads, dumps), and the tensors' .npz name. An
+engine error is reported in the file (``error``) rather than as a failed test, so the caller
+can say what went wrong; only a broken flow fails the test.
+"""
+import json
+import os
+import pickle
+import time
+from pathlib import Path
+
+import cocotb
+import numpy as np
+from cocotb.triggers import ClockCycles, Timer
+
+from squeezeforge.host.runtime import EngineError, execute
+from squeezeforge.sim.cocotb_driver import CocotbDriver, start_tb
+
+
+async def _trace_window(dut, first, last, period_ns):
+    now = int(dut.cycles.value)
+    if first > now:
+        await Timer((first - now) * period_ns, unit="ns")
+    dut.trace_on.value = 1
+    await ClockCycles(dut.clk, max(1, last - max(first, now)))
+    dut.trace_on.value = 0
+
+
+@cocotb.test()
+async def run_program(dut):
+    program = pickle.loads(Path(os.environ["SQZF_PROGRAM"]).read_bytes())
+    x = np.load(os.environ["SQZF_INPUT"]) if os.environ.get("SQZF_INPUT") else None
+    out = Path(os.environ["SQZF_RESULTS"])
+    poll = int(os.environ.get("SQZF_POLL_CYCLES", "0")) or None
+    progress = os.environ.get("SQZF_PROGRESS")
+    period = int(os.environ.get("SQZF_PERIOD_NS", "10"))
+    progress_f = open(progress, "a", buffering=1) if progress else None
+
+    def on_poll(cycle, cur):
+        progress_f.write(f"{cycle} {cur}\n")
+
+    await start_tb(dut)
+    window = os.environ.get("SQZF_TRACE_WINDOW")
+    if window:
+        first, last = (int(v) for v in window.split(":"))
+        base = int(dut.cycles.value)      # the window counts from the start of the run
+        cocotb.start_soon(_trace_window(dut, base + first, base + last, period))
+    drv = CocotbDriver(dut, workdir=Path.cwd(), poll_cycles=poll,
+                       on_poll=on_poll if progress_f else None,
+                       timeout_cycles=int(os.environ.get("SQZF_TIMEOUT_CYCLES", 50_000_000)),
+                       dump_hint=(program.base_addr, program.ddr_size))
+    c0 = int(dut.cycles.value)
+    t0 = time.perf_counter()
+    res = dict(error=None)
+    try:
+        run = await execute(drv, program, x, timeout_s=1.0)
+        res.update(cycles=run.cycles, command_cycles=run.command_cycles, status=run.status)
+        tensors = {k: np.asarray(v) for k, v in run.tensors.items()}
+    except EngineError as e:
+        res["error"] = str(e)
+        tensors = {}
+    wall = time.perf_counter() - t0
+    sim_cycles = int(dut.cycles.value) - c0
+    res.update(wall_s=wall, sim_cycles=sim_cycles,
+               cycles_per_s=sim_cycles / wall if wall > 0 else 0.0, driver=drv.stats)
+    npz = out.with_suffix(".npz")
+    np.savez(npz, **{k.replace("/", "|"): v for k, v in tensors.items()})
+    res["tensors_file"] = npz.name
+    out.write_text(json.dumps(res, indent=1))
+    if progress_f:
+        progress_f.close()
