@@ -300,7 +300,9 @@ def resource_floor(cfg: EngineConfig) -> dict:
     """DSP slices and RAMB36 blocks the engine needs at least (MAC array, requantizers,
     activation / squeeze / weight buffers); no synthesis."""
     from .mac_array import MacArray
-    dsp = MacArray(cfg.in_lanes, cfg.out_lanes, cfg.dsp_packing).multipliers
+    array = MacArray(cfg.in_lanes, cfg.out_lanes, cfg.dsp_packing)
+    array._MustUse__silence = True      # built for its numbers only, never elaborated
+    dsp = array.multipliers
     dsp += REQUANT_DSP_PER_LANE * cfg.out_lanes
     buffers = {
         "activation": cfg.act_buffer_bytes,
