@@ -130,8 +130,9 @@ def _bytes_mask(bits, n):
 class BytePacker(wiring.Component):
     """Packs per-pixel records of ``in_bytes`` bytes into beats of ``out_bytes`` bytes.
 
-    A pixel is the records from one with ``first`` to one with ``last``; its byte stream is
-    the first ``nbytes`` bytes of its records (sampled with ``first``; later bytes and records
+    A pixel is the records from one with ``first`` to one with ``last``; a record carries its
+    low ``rec_bytes`` bytes (``rec_bytes`` <= ``in_bytes``, static while records flow); the
+    pixel's byte stream is the first ``nbytes`` bytes of its records (sampled with ``first``; later bytes and records
     are dropped), placed from lane ``ofs`` (sampled with ``first``) of its first beat. Beats
     carry ``strb`` (lanes holding a byte of the pixel); lanes without a byte are zero. Each
     pixel ends with a partial beat if needed, so a pixel takes ``ceil((ofs + nbytes) /
@@ -147,6 +148,7 @@ class BytePacker(wiring.Component):
             "i_stream": In(stream.Signature(data.StructLayout({
                 "data": unsigned(8 * in_bytes), "first": 1, "last": 1}))),
             "nbytes": In(16),
+            "rec_bytes": In(range(in_bytes + 1)),
             "ofs": In(range(out_bytes)),
             "o_stream": Out(stream.Signature(data.StructLayout({
                 "data": unsigned(8 * out_bytes), "strb": unsigned(out_bytes)}))),
@@ -191,7 +193,7 @@ class BytePacker(wiring.Component):
         m.d.comb += [
             start.eq(Mux(rec.first, self.ofs, cnt_s)),
             avail.eq(Mux(rec.first, self.nbytes, rem)),
-            n.eq(Mux(avail < L, avail, L)),
+            n.eq(Mux(avail < self.rec_bytes, avail, self.rec_bytes)),
         ]
         new_mask = Signal(N)
         m.d.comb += new_mask.eq((((C(1, L + 1) << n) - 1) << start)[:N])
@@ -735,6 +737,8 @@ class Engine(wiring.Component):
             sq_pk.nbytes.eq(cmd.out_bytes),
             sq_pk.ofs.eq(0),
             ddr_pk.nbytes.eq(p_nbytes),
+            ddr_pk.rec_bytes.eq(Mux(op_max | op_gap, pi, po)),
+            sq_pk.rec_bytes.eq(po),
         ]
         ofs = Signal(3)
         m.d.comb += ddr_pk.ofs.eq(ofs)
