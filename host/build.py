@@ -253,12 +253,12 @@ def write_tree(board: Board | str, out, engine, cfg: EngineConfig, *, clock_mhz:
     from squeezeforge.hw.verilog import generate_verilog
     say = progress or (lambda msg: None)
     board = get_board(board) if isinstance(board, str) else board
-    if cfg.device != board.device:
-        raise BuildError(f"configuration {cfg.name} is for {cfg.device}, but {board.name} has "
-                         f"{board.device}")
     ok, reason = board_fit(board, cfg)
     if not ok:
         raise BoardError(f"{board.name}: {reason}")
+    if cfg.device != board.device:
+        raise BuildError(f"configuration {cfg.name} is for {cfg.device}, but {board.name} has "
+                         f"{board.device}")
     clock_mhz = float(clock_mhz if clock_mhz is not None else cfg.clock_mhz)
     ps = PsConfig(board.family, clock_mhz)
     leds = board.leds()[:2]
