@@ -3,8 +3,8 @@
 // An AXI4 slave (64-bit data) over a memory array of MEM_BYTES bytes mapped at BASE_ADDR.
 //
 // Read channel
-//   * up to MAX_OUTSTANDING read bursts are accepted ahead (ARREADY = queue not full) and
-//     answered in order, each with its own ARID echoed on RID;
+//   * up to MAX_OUTSTANDING read bursts wait in a queue besides the one being answered
+//     (ARREADY = queue not full); they are answered in order, each with its ARID on RID;
 //   * latency: if the AR handshake of a burst happens at clock edge N, its first beat is
 //     presented so that the first R handshake can happen at edge N + READ_LATENCY (the same
 //     definition as sim/ddr.py's LatencyAxiRamRead); the latency of queued bursts overlaps,

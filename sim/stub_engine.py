@@ -16,7 +16,8 @@ write is complete, all B responses in, before the next command), then idles ``de
 (a stand-in for compute). LAYER_CYCLES[i] gets command i's cycles from its fetch to its end,
 CUR_CMD the index of the command running, STATUS.BUSY is high from START to the end, DONE is
 set at the end (with IRQ_EN, ``irq`` rises). A DMA error response sets STATUS.ERROR with
-ERROR = 1 (read) or 2 (write).
+ERROR = 1 (read) or 2 (write) and ends the program after that command's copy (CUR_CMD stays
+at its index).
 
 ``macs``: that many 8x8-bit multiply-accumulators (int32) run every busy cycle on a 32-bit LFSR,
 so the model's evaluation cost per cycle can be made close to a real MAC array's; their XOR is
@@ -138,7 +139,10 @@ class CopyEngine(wiring.Component):
                     m.d.sync += wr_sent.eq(1)
                 with m.If(rd_sent & wr_sent & ~dma.rd_busy & ~dma.wr_busy):
                     m.d.sync += delay.eq(w1[32:])
-                    m.next = "DELAY"
+                    with m.If(err):
+                        m.next = "FINISH"            # stop at the failing command
+                    with m.Else():
+                        m.next = "DELAY"
             with m.State("DELAY"):
                 with m.If(delay != 0):
                     m.d.sync += delay.eq(delay - 1)

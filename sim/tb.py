@@ -121,8 +121,8 @@ def _module_text(verilog: str, top: str) -> str:
     return verilog[m.start():end]
 
 
-_DECL = re.compile(r"^\s*(input|output|inout)\s+(?:wire\s+|reg\s+|logic\s+)?"
-                   r"(?:\[\s*(\d+)\s*:\s*(\d+)\s*\]\s*)?\\?([A-Za-z_][A-Za-z0-9_$]*)\s*[;,)]",
+_DECL = re.compile(r"(?:^|[(,;])\s*(input|output|inout)\s+(?:wire\s+|reg\s+|logic\s+)?"
+                   r"(?:\[\s*(\d+)\s*:\s*(\d+)\s*\]\s*)?\\?([A-Za-z_][A-Za-z0-9_$]*)\s*(?=[;,)])",
                    re.M)
 
 
