@@ -89,6 +89,7 @@ class RtlRun:
     build_seconds: float
     built: bool
     test_seconds: float
+    tests: dict
 
 
 def engine_for(prog, **kw) -> Engine:
@@ -130,7 +131,7 @@ def run_image(prog, image: bytes, test_dir: Path, *, timeout=2_000_000, errors=F
         else:
             os.environ["MAKEFLAGS"] = old
     ddr = bytearray((test_dir / "ddr_out.bin").read_bytes())
-    return RtlRun(ddr, r.metrics(), r.build_seconds, r.built, r.test_seconds)
+    return RtlRun(ddr, r.metrics(), r.build_seconds, r.built, r.test_seconds, r.tests)
 
 
 def assert_blob_equal(layer: str, got: np.ndarray, want: np.ndarray) -> None:
@@ -250,6 +251,7 @@ def test_tiny_network_bit_exact(mode, tmp_path):
     assert set(checked) == {l.top for l in qm.net.layers}     # dump: squeeze output too
     m = run.metrics
     assert m["status"] == 0b010 and m["error"] == 0
+    assert run.tests["error_codes"] == ("pass" if mode == "streamed" else "skipped")
     # per-command cycle counters (END is not counted): every command took time, and together
     # they are at most the total
     n = len(prog.commands) - 1
