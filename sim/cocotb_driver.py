@@ -9,9 +9,10 @@
   parses the file. The dump is cached until the next register write, memory write or wait,
   and covers at least ``dump_hint`` (e.g. the program's whole DDR plan), so reading every
   tensor of a run costs one dump.
-* ``trace_window=(first, last)``: ``trace_on`` is high for those cycles counted from the START
-  register write (the cycle START takes effect); with a testbench built with tracing, the FST
-  holds exactly that window.
+* ``trace_window=(first, last)``: ``trace_on`` rises ``first`` cycles after START (the cycle
+  the START write takes effect); at ``last`` the driver lowers it and ``wait_done`` raises
+  :class:`TraceWindowEnd` if the engine is still running, so that the run (and the FST of a
+  testbench built with tracing) ends there.
 * ``wait_done``: waits for a rising ``irq`` (or for ``irq`` already high) with a timeout in
   clock cycles, as a single timer in the simulator: Python runs nothing per clock while the
   engine works. With ``poll_cycles`` set, it wakes every ``poll_cycles`` cycles, reads CUR_CMD
@@ -30,10 +31,20 @@ import numpy as np
 from squeezeforge.host.runtime import Driver
 from squeezeforge.hw.regs import CTRL_START, Reg
 
-__all__ = ["CocotbDriver", "start_tb", "hex_words", "parse_hex_words", "DEFAULT_CLOCK_HZ"]
+__all__ = ["CocotbDriver", "TraceWindowEnd", "start_tb", "hex_words", "parse_hex_words",
+           "DEFAULT_CLOCK_HZ"]
 
 DEFAULT_CLOCK_HZ = 100e6
 BEAT = 8
+
+
+class TraceWindowEnd(Exception):
+    """Raised by ``wait_done`` when the trace window ended before the engine finished: the run
+    stops there so that the waveform holds only the window (``cycle``: cycles since START)."""
+
+    def __init__(self, cycle: int):
+        self.cycle = cycle
+        super().__init__(f"trace window ended at cycle {cycle} after START")
 
 
 def hex_words(data: bytes) -> str:
@@ -108,6 +119,7 @@ class CocotbDriver(Driver):
         self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axi"), dut.clk, dut.rst)
         self.trace_window = trace_window
         self.start_cycle: int | None = None
+        self.trace_ended: int | None = None
         self._cache: tuple[int, bytes] | None = None     # (address, bytes) of the last dump
         self.stats = dict(loads=0, load_bytes=0, dumps=0, dump_bytes=0, reg_reads=0,
                           reg_writes=0)
@@ -122,6 +134,8 @@ class CocotbDriver(Driver):
             self.start_cycle = int(self.dut.cycles.value) - 1
             if self.trace_window is not None:
                 import cocotb
+                from cocotb.triggers import Event
+                self._trace_event = Event()
                 cocotb.start_soon(self._trace(*self.trace_window))
 
     async def _trace(self, first, last):
@@ -135,6 +149,8 @@ class CocotbDriver(Driver):
         now = int(self.dut.cycles.value) - self.start_cycle
         await Timer(max(1, last - now) * self.period_ns, unit="ns")
         self.dut.trace_on.value = 0
+        self.trace_ended = int(self.dut.cycles.value) - self.start_cycle
+        self._trace_event.set()
 
     async def read_reg(self, offset):
         self.stats["reg_reads"] += 1
@@ -214,8 +230,13 @@ class CocotbDriver(Driver):
             left = limit - (int(self.dut.cycles.value) - start)
             if left <= 0:
                 return False
+            if self.trace_ended is not None:
+                raise TraceWindowEnd(self.trace_ended)
             step = min(left, self.poll_cycles) if self.poll_cycles else left
-            await First(RisingEdge(self.dut.irq), Timer(step * self.period_ns, unit="ns"))
+            triggers = [RisingEdge(self.dut.irq), Timer(step * self.period_ns, unit="ns")]
+            if self.trace_window is not None and self.start_cycle is not None:
+                triggers.append(self._trace_event.wait())
+            await First(*triggers)
             if self.on_poll is not None and not int(self.dut.irq.value):
                 cur = await self.read_reg(Reg.CUR_CMD)
                 self.on_poll(int(self.dut.cycles.value), cur)

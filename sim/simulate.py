@@ -122,8 +122,9 @@ def simulate_program(program, qm, x_int8: np.ndarray, *, trace=None, trace_windo
     """Run a compiled ``program`` on the engine's RTL and compare with the golden model.
 
     ``trace``: an FST file to write (the testbench is then built with tracing, a separate
-    cached build); ``trace_window``: (first, last) cycle counted from START (default: the
-    whole run). ``workdir``: the simulation's working directory (default a temporary one).
+    cached build); ``trace_window``: (first, last) cycles counted from START (default: the
+    whole run). A window that ends before the engine finishes ends the run there: the result
+    then has ``trace_stopped_at`` and nothing compared (``bit_exact`` None). ``workdir``: the simulation's working directory (default a temporary one).
     """
     from squeezeforge.hw.engine import Engine, EngineError
     from squeezeforge.hw.verilog import generate_verilog
@@ -191,6 +192,17 @@ def simulate_program(program, qm, x_int8: np.ndarray, *, trace=None, trace_windo
     res = json.loads(results.read_text())
     if res.get("error"):
         raise SimulationError(res["error"])
+    if res.get("trace_stopped_at") is not None:
+        # the run ended with the trace window: nothing to compare
+        if tmp is not None:
+            tmp.cleanup()
+        return dict(bit_exact=None, cycles=None, layers=[], mismatches=[], checked_blobs=[],
+                    top=[], trace=str(trace), trace_window=list(trace_window),
+                    trace_stopped_at=res["trace_stopped_at"], config=cfg.name,
+                    network=qm.net.name, size=list(program.size),
+                    wall_s=round(time.perf_counter() - t_all, 3), build_s=round(build_s, 3),
+                    built=built, verilog_s=round(gen_s, 3), sim_s=round(sim_s, 3),
+                    build_dir=str(build_dir))
     with np.load(wd / res["tensors_file"]) as z:
         tensors = {key.replace("|", "/"): z[key] for key in z.files}
     if tmp is not None:

@@ -11,7 +11,8 @@ clk                internal   generated in the testbench (``always #half clk = ~
                               simulator runs the clock itself, Python is not called per edge
                               (Verilator with ``--timing``). ``clock="external"`` makes it an
                               input for cocotb's ``Clock`` instead.
-rst                input      synchronous, active high (DUT and DDR model)
+rst                input      synchronous, active high (DUT and DDR model, through one
+                              register: they leave reset one cycle after ``rst`` falls)
 s_axi_*            in/out     the DUT's AXI4-Lite register port, passed through
 irq                output     the DUT's interrupt
 ddr_load           input      pulse: ``$readmemh`` the load file into the DDR model
@@ -19,16 +20,19 @@ ddr_dump           input      pulse: ``$writememh`` words ``ddr_dump_first..last
 ddr_dump_first/    input      word indices (address - base) / 8 of the dump
 ddr_dump_last
 cycles             output     64-bit cycle counter (cleared by ``rst``)
-trace_on           input      with tracing built in: FST dumping is on while this is 1
+trace_on           input      with tracing built in: the FST opens when this first rises
 =================  =========  ==============================================================
 
 DUT ports the DDR model does not drive are tied off (``m_axi_*cache``/``*prot`` are left
 unconnected); DUT inputs other than these are an error (a testbench for a different DUT).
 
-Tracing: Verilator's cocotb main can trace only from time 0 to the end. Built with
-``trace=True``, the testbench instead opens its own FST (``$dumpfile``/``$dumpvars``, file from
-``+trace_file=NAME``, default ``sf_tb.fst``) and switches it with ``$dumpon``/``$dumpoff`` on
-``trace_on``, so a long run writes only the cycle window asked for (see :func:`run_tb`).
+Tracing: Verilator's cocotb main can trace only from time 0 to the end, and Verilator ignores
+``$dumpon``/``$dumpoff``. Built with ``trace=True``, the testbench opens its own FST
+(``$dumpfile``/``$dumpvars``, file from ``+trace_file=NAME``, default ``sf_tb.fst``) at the
+first clock edge where ``trace_on`` is high, and the file is closed when the simulation ends;
+the cocotb driver raises ``trace_on`` at the window's first cycle and ends the run at its last
+(:class:`squeezeforge.sim.cocotb_driver.TraceWindowEnd`), so a long run writes only the window.
+FST needs liblz4: without its development files a two-function header shim is used.
 
 :func:`run_tb` builds the model through :func:`squeezeforge.sim.rtl.build` (cached by content
 hash, one directory per design) and runs a cocotb test module in it.
@@ -169,6 +173,11 @@ def tb_verilog(dut_verilog: str, dut_top: str, cfg: TbConfig = TbConfig()) -> st
     if not ext:
         half = cfg.period_ns // 2
         lines += [f"    reg clk{pub} = 1'b0;", f"    always #{half} clk = ~clk;"]
+    # The reset is registered once: cocotb's writes to a port make Verilator re-evaluate all
+    # logic that depends on it at every step (its "ico" region), and every register's
+    # next-state logic depends on a synchronous reset. A registered copy takes it out of
+    # there (the reset reaches the DUT one cycle later, which a synchronous reset tolerates).
+    lines += ["    reg rst_q = 1'b1;", "    always @(posedge clk) rst_q <= rst;"]
     # wires between DUT and DDR
     axi = {}
     for s in _DDR_IN + _DDR_OUT:
@@ -177,13 +186,13 @@ def tb_verilog(dut_verilog: str, dut_top: str, cfg: TbConfig = TbConfig()) -> st
             w = ports[name][1]
             lines.append(f"    wire {rng(w)}axi_{s};")
             axi[s] = f"axi_{s}"
-    conns = ["        .clk(clk)", "        .rst(rst)", "        .irq(irq)"]
+    conns = ["        .clk(clk)", "        .rst(rst_q)", "        .irq(irq)"]
     conns += [f"        .{n}({n})" for n in sorted(lite)]
     conns += [f"        .m_axi_{s}({w})" for s, w in axi.items()]
     conns += [f"        .{n}()" for n in ("m_axi_arcache", "m_axi_awcache", "m_axi_arprot",
                                            "m_axi_awprot") if n in ports]
     lines += [f"    {dut_top} u_dut (", ",\n".join(conns), "    );"]
-    ddr_conns = ["        .clk(clk)", "        .rst(rst)"]
+    ddr_conns = ["        .clk(clk)", "        .rst(rst_q)"]
     for s in _DDR_IN:
         ddr_conns.append(f"        .s_axi_{s}({axi.get(s, _DDR_DEFAULTS.get(s, 'UNCONNECTED'))})")
     for s in _DDR_OUT:
@@ -200,17 +209,22 @@ def tb_verilog(dut_verilog: str, dut_top: str, cfg: TbConfig = TbConfig()) -> st
               f"        .ERR_RESP(2'd{cfg.err_resp})",
               "    ) u_ddr (", ",\n".join(ddr_conns), "    );"]
     if cfg.trace:
+        # Verilator ignores $dumpoff/$dumpon; $dumpvars opens its trace when executed. So the
+        # FST is opened when trace_on first rises (the window's start) and closed when the
+        # simulation ends: the cocotb side ends the run at the window's end.
         lines += [
-            "    // FST window: the file is opened at time 0 with dumping off; trace_on switches it",
             "    reg [1023:0] trace_file;",
+            "    reg trace_open = 1'b0;",
             "    initial begin",
             '        if (!$value$plusargs("trace_file=%s", trace_file)) trace_file = "sf_tb.fst";',
-            "        $dumpfile(trace_file);",
-            "        $dumpvars(0, sf_tb);",
-            "        $dumpoff;",
             "    end",
-            "    always @(posedge trace_on) $dumpon;",
-            "    always @(negedge trace_on) $dumpoff;",
+            "    always @(posedge clk) begin",
+            "        if (trace_on && !trace_open) begin",
+            "            $dumpfile(trace_file);",
+            "            $dumpvars(0, sf_tb);",
+            "            trace_open <= 1'b1;",
+            "        end",
+            "    end",
         ]
     else:
         lines.append("    wire unused_trace_on = trace_on;")
@@ -234,7 +248,47 @@ def build_args(cfg: TbConfig) -> list[str]:
         args += ["--timing", "-CFLAGS", "-std=c++20 -fcoroutines"]
     if cfg.trace:
         args += ["--trace-fst", "--trace-structs"]
+        shim = _lz4_shim()
+        if shim is not None:
+            args += ["-CFLAGS", f"-I{shim}", "-LDFLAGS", f"-L{shim}"]
     return args
+
+
+_LZ4_H = """/* squeezeforge: the two LZ4 functions Verilator's FST writer calls, declared for a
+   system that has the liblz4 runtime but not its development files (Debian: liblz4-1
+   without liblz4-dev). ABI-stable since lz4 1.7. */
+#ifndef SQZF_LZ4_SHIM_H
+#define SQZF_LZ4_SHIM_H
+#ifdef __cplusplus
+extern "C" {
+#endif
+int LZ4_compressBound(int inputSize);
+int LZ4_compress_default(const char* src, char* dst, int srcSize, int dstCapacity);
+#ifdef __cplusplus
+}
+#endif
+#endif
+"""
+
+
+def _lz4_shim() -> Path | None:
+    """Verilator's FST writer includes <lz4.h> and links -llz4. Without the development
+    files, a folder with a two-function header and a liblz4.so link to the runtime library
+    (None when the headers are installed; RtlError when not even the runtime is there)."""
+    import glob
+    if Path("/usr/include/lz4.h").exists():
+        return None
+    libs = sorted(glob.glob("/usr/lib/*/liblz4.so.1")) + sorted(glob.glob("/usr/lib/liblz4.so.1"))
+    if not libs:
+        raise rtl.RtlError("FST tracing needs liblz4 (Debian: apt install liblz4-dev)")
+    shim = rtl.build_root() / "lz4shim"
+    shim.mkdir(parents=True, exist_ok=True)
+    if not (shim / "lz4.h").exists() or (shim / "lz4.h").read_text() != _LZ4_H:
+        (shim / "lz4.h").write_text(_LZ4_H)
+    link = shim / "liblz4.so"
+    if not link.is_symlink():
+        link.symlink_to(libs[0])
+    return shim
 
 
 @contextlib.contextmanager

@@ -212,3 +212,69 @@ def test_engine_mismatch_is_located(tmp_path):
     assert first["cycle_window"] == row["window"] and row["mismatches"] == first["mismatches"]
     # the output blob's golden differs too (downstream), and is reported after conv10
     assert [m["layer"] for m in r["mismatches"]][:2] == ["conv10", "pool10"]
+
+
+# ---------------------------------------------------------------- the simulate command
+def _cli(argv):
+    import argparse
+    from squeezeforge.host.simulate_cli import add_parser
+    ap = argparse.ArgumentParser(prog="squeezeforge")
+    add_parser(ap.add_subparsers(dest="cmd", required=True))
+    return ap.parse_args(argv)
+
+
+def test_simulate_cli_arguments():
+    from squeezeforge.host.cli import UserError
+    a = _cli(["simulate", "--model", "v1.0", "--config", "zu9eg", "--size", "224",
+              "--trace", "w.fst", "--trace-window", "1000:2_000", "--json"])
+    assert (a.model, a.config, a.size, a.trace, a.trace_window, a.json) == \
+        ("v1.0", "zu9eg", 224, "w.fst", (1000, 2000), True)
+    with pytest.raises(SystemExit):
+        _cli(["simulate", "--trace-window", "5:3"])
+    with pytest.raises(UserError, match="--trace-window needs --trace FILE.fst"):
+        a = _cli(["simulate", "--trace-window", "1:2"])
+        a.func(a)
+    with pytest.raises(UserError, match="must end in .fst, not 'w.vcd'"):
+        a = _cli(["simulate", "--trace", "w.vcd"])
+        a.func(a)
+
+
+@pytest.mark.slow
+def test_simulate_squeezenet_v11_whole_network(capsys):
+    """The whole of SqueezeNet v1.1 on the z7020 engine (real weights when SQUEEZEFORGE_MODELS
+    is set, else seeded synthetic ones): every tensor bit-exact, one JSON object."""
+    a = _cli(["simulate", "--model", "v1.1", "--config", "z7020", "--no-download", "--json"])
+    status = a.func(a)
+    res = json.loads(capsys.readouterr().out)
+    with capsys.disabled():
+        print(f"\n[v1.1 z7020] {res['cycles']:,} cycles; Verilog {res['verilog_s']:.0f} s, build "
+              f"{res['build_s']:.0f} s (built={res['built']}), simulation {res['sim_s']:.1f} s "
+              f"({res['cycles_per_s'] / 1e3:.0f} k cycles/s), total {res['wall_s']:.0f} s")
+    assert status == 0 and res["bit_exact"] and res["mismatches"] == []
+    assert len(res["top"]) == 5
+    from squeezeforge.quant.network import squeezenet
+    assert sum(l["macs"] for l in res["layers"]) == squeezenet("v1.1").total_macs(227)
+    assert {l["name"] for l in res["layers"]} >= {"conv1", "fire2/expand", "pool10"}
+    assert all(l["cycles"] >= l["ideal_cycles"] for l in res["layers"])
+
+
+@pytest.mark.slow
+def test_trace_window_fst(tmp_path):
+    """FST tracing limited to a window: the run stops at the window's end, and a longer window
+    writes a larger file (the FST has no reader here, so its size is the evidence)."""
+    v, cfg = _stub_tb(trace=True)
+    p = CopyProgram(BASE, [(BASE + 0x1000, BASE + 0x2000, 512, 20000)], b"")
+    p.tensors = {"x": (BASE + 0x2000, 512)}
+    sizes = {}
+    for first, last in ((0, 50), (0, 5000)):
+        d = tmp_path / f"w{last}"
+        d.mkdir()
+        (d / "prog.pkl").write_bytes(pickle.dumps(p))
+        run_tb(v, cfg, SYSTEM, d, {"SQZF_PROGRAM": d / "prog.pkl", "SQZF_RESULTS": d / "r.json",
+                                   "SQZF_TRACE_WINDOW": f"{first}:{last}"},
+               testcase="run_program", plusargs=[f"+trace_file={d / 'w.fst'}"])
+        res = json.loads((d / "r.json").read_text())
+        assert res["trace_stopped_at"] == last and res["error"] is None
+        assert res["sim_cycles"] < last + 100          # the run did not go on to the end
+        sizes[last] = (d / "w.fst").stat().st_size
+    assert 0 < sizes[50] and sizes[5000] > 5 * sizes[50], sizes

@@ -9,6 +9,7 @@ Inputs (environment, set by ``sim/simulate.py`` or the tests):
   SQZF_PROGRESS     file to append progress lines to ("cycle cur_cmd")
   SQZF_TRACE_WINDOW "first:last" cycles from START to trace (testbench built with tracing)
 
+A traced run whose window ends before the engine finishes stops there (``trace_stopped_at``).
 The results file: cycles, per-command cycles, status, wall time of the run in the simulator,
 simulated cycles per second, driver statistics (loads, dumps), and the tensors' .npz name. An
 engine error is reported in the file (``error``) rather than as a failed test, so the caller
@@ -24,7 +25,7 @@ import cocotb
 import numpy as np
 
 from squeezeforge.host.runtime import EngineError, execute
-from squeezeforge.sim.cocotb_driver import CocotbDriver, start_tb
+from squeezeforge.sim.cocotb_driver import CocotbDriver, TraceWindowEnd, start_tb
 
 
 @cocotb.test(skip="SQZF_PROGRAM" not in os.environ)
@@ -55,6 +56,9 @@ async def run_program(dut):
         tensors = {k: np.asarray(v) for k, v in run.tensors.items()}
     except EngineError as e:
         res["error"] = str(e)
+        tensors = {}
+    except TraceWindowEnd as e:            # a traced run ends with its window
+        res["trace_stopped_at"] = e.cycle
         tensors = {}
     wall = time.perf_counter() - t0
     sim_cycles = int(dut.cycles.value) - c0
