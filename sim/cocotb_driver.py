@@ -9,8 +9,8 @@
   parses the file. The dump is cached until the next register write, memory write or wait,
   and covers at least ``dump_hint`` (e.g. the program's whole DDR plan), so reading every
   tensor of a run costs one dump.
-* ``trace_window=(first, last)``: ``trace_on`` rises ``first`` cycles after START (the cycle
-  the START write takes effect); at ``last`` the driver lowers it and ``wait_done`` raises
+* ``trace_window=(first, last)``: ``trace_on`` rises ``first`` cycles after START (taken as
+  the cycle before the START write's response: within about two cycles of the true one); at ``last`` the driver lowers it and ``wait_done`` raises
   :class:`TraceWindowEnd` if the engine is still running, so that the run (and the FST of a
   testbench built with tracing) ends there.
 * ``wait_done``: waits for a rising ``irq`` (or for ``irq`` already high) with a timeout in
