@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from squeezeforge.sim.tb import TB_TOP, TbConfig, build_tb, run_tb, tb_verilog
+from squeezeforge.sim.tb import TbConfig, build_tb, run_tb, tb_verilog
 
 __all__ = ["simulate", "simulate_program", "run_rtl_inference", "SimulationError",
            "golden_blobs", "compare_blobs", "COCOTB_MODULE", "ENGINE_TOP"]
