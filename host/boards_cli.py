@@ -1,9 +1,6 @@
 """``squeezeforge boards``, ``build`` and ``run``: the Zynq deployment commands.
 
-Registered into the main CLI by :func:`add_parsers` (``host/cli.py``)::
-
-    from squeezeforge.host.boards_cli import add_parsers
-    add_parsers(sub)
+Registered by ``build_parser()`` in ``host/cli.py``.
 
 Errors the user can fix are :class:`~squeezeforge.hw.config.ConfigError` subclasses (one line,
 exit status 2).

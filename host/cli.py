@@ -124,17 +124,40 @@ def cmd_infer(args) -> int:
         qm = _quantize(fm, args, quiet)
         t = time.perf_counter()
         _, top = _top_golden(qm, x, args.top, labels)
-    else:
-        raise UserError(f"backend {args.backend!r} is not available yet")
+    else:   # rtl: the engine's Verilog in Verilator, checked against the golden model
+        from squeezeforge.sim.simulate import SimulationError, run_rtl_inference
+        qm = _quantize(fm, args, quiet)
+        log(f"simulating the {args.config} engine's RTL (first run builds it with Verilator) ...",
+            quiet)
+        t = time.perf_counter()
+        try:
+            rtl = run_rtl_inference(qm, x, args.config, args.size, k=args.top, labels=labels,
+                                    progress=not quiet and sys.stderr.isatty())
+        except SimulationError as e:
+            raise UserError(str(e).splitlines()[0]) from None
+        top = rtl["top"]
+        if not rtl["bit_exact"]:
+            log("warning: the RTL's tensors differ from the golden model's "
+                "(run 'squeezeforge simulate' for the per-layer report)", False)
     wall = time.perf_counter() - t
     out = dict(model=args.model, backend=args.backend, weights=_weights_label(fm),
                synthetic=fm.synthetic, image=str(path), size=args.size, top=top,
                notes=fm.notes + notes, wall_s=round(wall, 4))
+    if args.backend == "rtl":
+        out.update(config=args.config, cycles=rtl["cycles"], bit_exact=rtl["bit_exact"],
+                   latency_ms=round(rtl["latency_ms"], 3), build_s=rtl["build_s"],
+                   sim_s=rtl["sim_s"])
     if args.json:
         print(json.dumps(out))
     else:
         _print_top(f"{args.model} {args.backend} top-{args.top} for {path} "
                    f"(weights: {out['weights']})", top, fm.synthetic)
+        if args.backend == "rtl":
+            print(f"  {args.config}: {out['cycles']:,} cycles ({out['latency_ms']:.2f} ms at the "
+                  f"preset's clock), {'bit-exact' if out['bit_exact'] else 'NOT bit-exact'} "
+                  f"against the golden model")
+    if args.backend == "rtl" and not out["bit_exact"]:
+        return 1
     return 0
 
 
@@ -213,7 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("--backend", choices=("float", "golden", "rtl"), default="float")
     p.add_argument("--top", type=int, default=5)
-    p.add_argument("--calib", nargs="+", help="calibration images (golden backend)")
+    p.add_argument("--calib", nargs="+", help="calibration images (golden and rtl backends)")
+    p.add_argument("--config", default="z7020",
+                   help="engine configuration for --backend rtl (a preset, optionally with "
+                        ":key=value overrides)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_infer)
 
@@ -236,8 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
 
-    from squeezeforge.host import hwcli
+    from squeezeforge.host import boards_cli, hwcli, simulate_cli
     hwcli.add_parsers(sub, _model_args)
+    simulate_cli.add_parser(sub)
+    boards_cli.add_parsers(sub)
     return ap
 
 

@@ -1,9 +1,6 @@
 """``squeezeforge simulate``: one whole-network inference on the engine's RTL (Verilator).
 
-Wired into ``host/cli.py`` with two lines::
-
-    from squeezeforge.host.simulate_cli import add_parser as _add_simulate   # at the imports
-    _add_simulate(sub)                                # in build_parser(), after the other commands
+Registered by ``build_parser()`` in ``host/cli.py``.
 
 Prints the per-command table (cycles, ideal cycles, utilization, the cycle model's estimate,
 DDR traffic, mismatches), the top-5 from the RTL's output, and the times (build separately); or,
