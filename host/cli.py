@@ -212,7 +212,8 @@ def cmd_bench(args) -> int:
     res = run_bench(args)
     if args.json:
         print(json.dumps(res))
-    return 0
+    # a failed target is a figure, not an error; RTL tensors differing from the golden model's are
+    return 1 if res["rtl"] is not None and res["rtl"]["bit_exact"] is False else 0
 
 
 # -- argument parsing -----------------------------------------------------------------------
@@ -255,10 +256,20 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("bench", help="benchmark figures (golden model speed, ...)")
+    p = sub.add_parser("bench", help="benchmark figures: golden model speed, cycle model, "
+                                     "whole-network RTL cycles, DDR traffic, Fire modules, "
+                                     "simulation speed")
     _model_args(p, image=False)
     p.add_argument("--image", help="photograph (default: matplotlib's grace_hopper.jpg)")
-    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--repeat", type=int, default=5,
+                   help="timed runs of the float and golden models and the cycle model")
+    p.add_argument("--config", default="z7020",
+                   help="engine configuration: a preset, optionally with :key=value overrides")
+    p.add_argument("--no-rtl", action="store_true",
+                   help="skip the RTL simulation (a quick run: golden model and cycle model)")
+    p.add_argument("--fresh-build", action="store_true",
+                   help="build the Verilator model in a temporary build root, so the build "
+                        "time is a first build's, not a cache hit")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
 

@@ -4,14 +4,19 @@ Loop nest of a pass (outermost first)::
 
     for oy in Ho: for ox in Wo:                 # output pixels, raster order
         for og in n_og:                          # output-channel groups of Po lanes
-            for kh in k: for kw in k:            # kernel taps
+            for kh in k: for kw in k:            # kernel taps (og < n_og1: the centre only)
                 for icb in n_ic:                 # input-channel words of Pi lanes
                     one MAC step
 
 Each step reads one activation word (address ``(iy*W + ix)*n_ic + icb`` with
 ``iy = oy*stride - pad + kh``, ``ix = ox*stride - pad + kw``; a tap outside the input is a zero
 word, produced here and never read) and one weight word (address
-``weight_base + ((og*k + kh)*k + kw)*n_ic + icb``). The first step of each output loads the bias
+``weight_base + ((og*k + kh)*k + kw)*n_ic + icb``). With ``n_og1 > 0`` (k = 3, pad = 1,
+stride 1: a Fire module's two expand convolutions interleaved per pixel) the first ``n_og1``
+groups are 1x1 convolutions, computed from the centre tap only, with weight words
+``weight_base + og*n_ic + icb``; groups ``og >= n_og1`` are 3x3 with words
+``weight_base + n_og1*n_ic + ((og - n_og1)*9 + kh*3 + kw)*n_ic + icb``: weight addresses stay
+consecutive. The first step of each output loads the bias
 of its ``og`` (parameter word ``param_base + og``), the last emits Po int32 sums into the
 requantizer (M and shift of the same word, ReLU per pass), whose uint8/int8 result leaves through
 ``o_stream``. Addresses are generated incrementally (adders, no multiplier in the loop).
@@ -19,8 +24,8 @@ requantizer (M and shift of the same word, ReLU per pass), whose uint8/int8 resu
 Nothing stalls the datapath: outputs are reserved in an :class:`~.memories.OutputQueue` when
 their last step is issued, and issue pauses only when the queue is full (``o_stream`` not
 ready for long enough). With ``o_stream.ready`` held high the pass takes exactly
-``pass_cycles(...) = setup_cycles + Ho*Wo*n_og*k*k*n_ic + latency + done_delay`` cycles from ``start`` to
-``done``.
+``pass_cycles(...) = setup_cycles + steps + latency + done_delay`` cycles from ``start`` to
+``done``, ``steps = Ho*Wo*n_ic*((n_og - n_og1)*k*k + n_og1)``.
 """
 
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
@@ -36,7 +41,7 @@ from .memories import (OutputQueue, act_word_layout, check_lanes, param_word_lay
                        weight_word_layout)
 from .requant import Requant
 
-__all__ = ["ConvCommand", "ConvCore", "DIM_BITS", "WORDS_BITS", "KERNELS", "STRIDES"]
+__all__ = ["ConvCommand", "ConvPass", "ConvCore", "DIM_BITS", "WORDS_BITS", "KERNELS", "STRIDES"]
 
 DIM_BITS = 9            # H, W, Ho, Wo up to 511
 WORDS_BITS = 10         # n_ic, n_og up to 1023 words
@@ -73,6 +78,14 @@ class ConvCommand(data.Struct):
     relu: 1
 
 
+#: What :class:`ConvCore` runs: the fields of :class:`ConvCommand` (same offsets) and
+#: ``n_og1``, the leading output groups that are 1x1 convolutions computed from the centre tap
+#: (0 for an ordinary pass; only with k = 3, pad = 1, stride = 1 and ``n_og1 <= n_og``). The
+#: engine sets it for a Fire module's EXPAND, never the host.
+ConvPass = data.StructLayout({**{name: f.shape for name, f in data.Layout.cast(ConvCommand)},
+                              "n_og1": unsigned(WORDS_BITS)})
+
+
 def conv_output_layout(out_lanes: int) -> data.StructLayout:
     """One output record: pixel (y, x), channel group og, Po 8-bit lanes (channel og*Po + o)."""
     return data.StructLayout({
@@ -101,7 +114,7 @@ class ConvCore(wiring.Component):
 
     Ports
     -----
-    cmd : In(ConvCommand)
+    cmd : In(ConvPass)
         Pass parameters, sampled in the cycle ``start`` is high while idle.
     start : In(1)
         Begin a pass (ignored while ``busy``).
@@ -149,7 +162,7 @@ class ConvCore(wiring.Component):
         self._depths = (act_depth, weight_depth, param_depth)
         self._queue_depth = 1 << ceil_log2(self.latency + 4)
         super().__init__({
-            "cmd": In(ConvCommand),
+            "cmd": In(ConvPass),
             "start": In(1),
             "busy": Out(1),
             "done": Out(1),
@@ -213,15 +226,16 @@ class ConvCore(wiring.Component):
         return self._queue_depth
 
     @staticmethod
-    def steps(ho: int, wo: int, n_og: int, k: int, n_ic: int) -> int:
-        """MAC steps (cycles of issue) of a pass."""
-        return ho * wo * n_og * k * k * n_ic
+    def steps(ho: int, wo: int, n_og: int, k: int, n_ic: int, n_og1: int = 0) -> int:
+        """MAC steps (cycles of issue) of a pass (``n_og1``: leading 1x1 groups)."""
+        return ho * wo * n_ic * ((n_og - n_og1) * k * k + n_og1)
 
-    def pass_cycles(self, ho: int, wo: int, n_og: int, k: int, n_ic: int) -> int:
+    def pass_cycles(self, ho: int, wo: int, n_og: int, k: int, n_ic: int,
+                    n_og1: int = 0) -> int:
         """Cycles from the cycle ``start`` is asserted to the cycle ``done`` is high, when
         ``o_stream`` is always ready: setup, one cycle per step, then the last step's
         ``latency`` and ``done_delay``."""
-        return (self.setup_cycles + self.steps(ho, wo, n_og, k, n_ic) + self.latency
+        return (self.setup_cycles + self.steps(ho, wo, n_og, k, n_ic, n_og1) + self.latency
                 + self.done_delay)
 
     # -- hardware ---------------------------------------------------------------------------
@@ -235,11 +249,12 @@ class ConvCore(wiring.Component):
         out_layout = conv_output_layout(po)
         m.submodules.queue = queue = OutputQueue(out_layout, self._queue_depth)
 
-        cmd = Signal(ConvCommand)
+        cmd = Signal(ConvPass)
         aw = self._act_aw
         row_words = Signal(aw)        # W * n_ic
         col_step = Signal(aw)         # stride * n_ic
         line_step = Signal(aw)        # stride * W * n_ic
+        ctr_step = Signal(aw)         # W * n_ic + n_ic: pixel origin -> centre tap of a 3x3
         coord = signed(DIM_BITS + 2)
 
         # Loop counters of the step being issued.
@@ -258,9 +273,13 @@ class ConvCore(wiring.Component):
                                                ("a_addr", "a_tap", "a_row", "a_pix", "a_line"))
         w_addr = Signal(WEIGHT_BASE_BITS)
 
+        # 1x1 groups of an interleaved pass: one tap (the centre), kh = kw = 0 in the counters
+        one_tap = og < cmd.n_og1
+        next_one_tap = (og + 1) < cmd.n_og1      # the next group (same pixel)
+        starts_one_tap = cmd.n_og1 != 0          # group 0 of a pixel
         wrap_icb = icb == cmd.n_ic - 1
-        wrap_kw = wrap_icb & (kw == cmd.k - 1)
-        wrap_kh = wrap_kw & (kh == cmd.k - 1)
+        wrap_kw = wrap_icb & (one_tap | (kw == cmd.k - 1))
+        wrap_kh = wrap_kw & (one_tap | (kh == cmd.k - 1))
         wrap_og = wrap_kh & (og == cmd.n_og - 1)
         wrap_ox = wrap_og & (ox == cmd.wo - 1)
         wrap_oy = wrap_ox & (oy == cmd.ho - 1)
@@ -301,9 +320,12 @@ class ConvCore(wiring.Component):
                 m.d.comb += origin.eq(-(cmd.pad * (row_words + cmd.n_ic)))
                 m.d.sync += [
                     line_step.eq(row_words << stride2),
+                    ctr_step.eq(row_words + cmd.n_ic),
                     icb.eq(0), kw.eq(0), kh.eq(0), og.eq(0), ox.eq(0), oy.eq(0),
-                    ix0.eq(-cmd.pad), iy0.eq(-cmd.pad), ix.eq(-cmd.pad), iy.eq(-cmd.pad),
-                    a_addr.eq(origin), a_tap.eq(origin), a_row.eq(origin), a_pix.eq(origin),
+                    ix0.eq(-cmd.pad), iy0.eq(-cmd.pad),
+                    ix.eq(-cmd.pad + starts_one_tap), iy.eq(-cmd.pad + starts_one_tap),
+                    a_addr.eq(origin + Mux(starts_one_tap, row_words + cmd.n_ic, 0)),
+                    a_tap.eq(origin), a_row.eq(origin), a_pix.eq(origin),
                     a_line.eq(origin),
                     w_addr.eq(cmd.weight_base),
                 ]
@@ -324,24 +346,29 @@ class ConvCore(wiring.Component):
                                      iy.eq(iy + 1),
                                      a_row.eq(nxt), a_tap.eq(nxt), a_addr.eq(nxt)]
                     with m.Elif(~wrap_og):
+                        # a 1x1 group starts at the centre tap, a kxk group at its corner
                         m.d.sync += [icb.eq(0), kw.eq(0), kh.eq(0), og.eq(og + 1),
-                                     ix.eq(ix0), iy.eq(iy0),
-                                     a_row.eq(a_pix), a_tap.eq(a_pix), a_addr.eq(a_pix)]
+                                     ix.eq(ix0 + next_one_tap), iy.eq(iy0 + next_one_tap),
+                                     a_row.eq(a_pix), a_tap.eq(a_pix),
+                                     a_addr.eq(a_pix + Mux(next_one_tap, ctr_step, 0))]
                     with m.Elif(~wrap_ox):
                         nxt = a_pix + col_step
                         nx = ix0 + cmd.stride
                         m.d.sync += [icb.eq(0), kw.eq(0), kh.eq(0), og.eq(0), ox.eq(ox + 1),
-                                     ix0.eq(nx), ix.eq(nx), iy.eq(iy0),
+                                     ix0.eq(nx), ix.eq(nx + starts_one_tap),
+                                     iy.eq(iy0 + starts_one_tap),
                                      a_pix.eq(nxt), a_row.eq(nxt), a_tap.eq(nxt),
-                                     a_addr.eq(nxt)]
+                                     a_addr.eq(nxt + Mux(starts_one_tap, ctr_step, 0))]
                     with m.Elif(~wrap_oy):
                         nxt = a_line + line_step
                         ny = iy0 + cmd.stride
                         m.d.sync += [icb.eq(0), kw.eq(0), kh.eq(0), og.eq(0), ox.eq(0),
                                      oy.eq(oy + 1),
-                                     iy0.eq(ny), iy.eq(ny), ix0.eq(-cmd.pad), ix.eq(-cmd.pad),
+                                     iy0.eq(ny), iy.eq(ny + starts_one_tap), ix0.eq(-cmd.pad),
+                                     ix.eq(-cmd.pad + starts_one_tap),
                                      a_line.eq(nxt), a_pix.eq(nxt), a_row.eq(nxt),
-                                     a_tap.eq(nxt), a_addr.eq(nxt)]
+                                     a_tap.eq(nxt),
+                                     a_addr.eq(nxt + Mux(starts_one_tap, ctr_step, 0))]
                     with m.Else():
                         m.next = "DRAIN"
             with m.State("DRAIN"):

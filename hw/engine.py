@@ -83,7 +83,7 @@ from squeezeforge.quant import numeric
 from .axi import AxiDma
 from .commands import COMMAND_BYTES, Command, Loc, Op
 from .config import EngineConfig
-from .conv import DIM_BITS, KERNELS, STRIDES, WORDS_BITS, ConvCommand, ConvCore
+from .conv import DIM_BITS, KERNELS, STRIDES, WORDS_BITS, ConvCommand, ConvCore, ConvPass
 from .pool import GapCommand, GlobalAvgPool, MaxPool, MaxPoolCommand
 from .regs import MAX_LAYER_CYCLES, AxiLiteRegs, config_word
 
@@ -532,7 +532,8 @@ class Engine(wiring.Component):
         p_nog = Signal(WORDS_BITS)
         p_nbytes = Signal(16)
         p_base = Signal(32)
-        ccmd = Signal(ConvCommand)
+        ccmd = Signal(ConvPass)
+        ilv = Signal()                      # EXPAND as one interleaved pass (see the doc)
         plane_base = Signal(ring_aw)
         gate_on = Signal()                  # the ring gating of the running core is active
         m.d.comb += [conv.cmd.eq(ccmd)]
@@ -863,6 +864,10 @@ class Engine(wiring.Component):
                     gap_shift.eq(p_scale.data[numeric.ACC_BITS + numeric.MULT_BITS:PARAM_LANE_BITS]),
                     conv_words.eq(cv.n_og * wpo),
                     exp_words.eq(cmd.n_og2 * (cv.n_ic * 9)),
+                    # the two expands' channels are contiguous and the 1x1's fill whole
+                    # groups: one pass, per pixel the 1x1 groups then the 3x3 groups
+                    ilv.eq(op_expand & (cmd.out_off2 == cmd.out_bytes)
+                           & (cmd.out_bytes == cv.n_og * po)),
                     steps_row.eq(Mux(op_max, cv.wo * cv.n_ic * 9, steps_a * wpo)),
                 ]
                 with m.If(need_rows > nrows):
@@ -939,8 +944,8 @@ class Engine(wiring.Component):
                     sq_wa.eq(0),
                     pidx.eq(0),
                     plane_base.eq(0),
-                    n_pass.eq(Mux(op_expand, 2, Mux(op_gap, cv.n_ic,
-                                                    Mux(cmd.op == Op.LOAD, 0, 1)))),
+                    n_pass.eq(Mux(op_expand, Mux(ilv, 1, 2),
+                                  Mux(op_gap, cv.n_ic, Mux(cmd.op == Op.LOAD, 0, 1)))),
                 ]
                 m.next = "PASS_SETUP"
             with m.State("PASS_SETUP"):
@@ -950,7 +955,9 @@ class Engine(wiring.Component):
                     m.next = "DRAIN"
                 with m.Elif(~rq_active & (~op_gap | (rows_loaded > pidx))):
                     m.d.sync += [
-                        ccmd.eq(cv),
+                        *(getattr(ccmd, name).eq(getattr(cv, name))
+                          for name, _ in data.Layout.cast(ConvCommand)),
+                        ccmd.n_og1.eq(0),
                         p_nog.eq(cv.n_og),
                         p_nbytes.eq(cmd.out_bytes),
                         p_base.eq(cmd.out_addr),
@@ -958,6 +965,13 @@ class Engine(wiring.Component):
                         need_lo.eq(lo0), need_hi.eq(hi0),
                         g_stride.eq(Mux(op_max, 2, cv.stride)),
                     ]
+                    with m.If(ilv):
+                        m.d.sync += [
+                            ccmd.k.eq(3), ccmd.pad.eq(1), ccmd.n_og1.eq(cv.n_og),
+                            ccmd.n_og.eq(cv.n_og + cmd.n_og2),
+                            p_nog.eq(cv.n_og + cmd.n_og2),
+                            p_nbytes.eq(cmd.out_bytes + cmd.out_bytes2),
+                        ]
                     with m.If(second):
                         m.d.sync += [
                             ccmd.k.eq(3), ccmd.pad.eq(1), ccmd.n_og.eq(cmd.n_og2),

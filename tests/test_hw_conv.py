@@ -255,3 +255,80 @@ def test_bad_parameters():
         ConvCore(8, 5, act_depth=16, weight_depth=16, param_depth=16)
     with pytest.raises(ValueError, match=r"^act_depth must be an integer of at least 2, not 1$"):
         ConvCore(8, 4, act_depth=1, weight_depth=16, param_depth=16)
+
+
+class InterleavedExpand:
+    """A Fire module's two expands as one ConvCore pass (``n_og1``): a 1x1 layer whose channels
+    fill whole groups, then a 3x3 pad-1 layer, over the same input; expected values from the
+    two layers' own NumPy references."""
+
+    def __init__(self, rng, cin, e1_groups, e3, h, w, po):
+        self.one = Layer(rng, cin, e1_groups * po, h, w, 1, 1, 0, name="expand1x1")
+        self.three = Layer(rng, cin, e3, h, w, 3, 1, 1, name="expand3x3")
+        self.three.x = self.one.x          # same input: recompute the 3x3 expectation
+        acc = conv2d(self.one.x, self.three.w, self.three.b, 1, 1, dtype=np.float64)
+        self.three.acc = acc.astype(np.int64)
+        self.three.expected = numeric.requantize(self.three.acc, self.three.mult,
+                                                 self.three.shift, True)
+        self.cin, self.h, self.w, self.po = cin, h, w, po
+        self.n_og1, self.n_og2 = e1_groups, cdiv(e3, po)
+
+
+@pytest.mark.parametrize("ready_prob", [1.0, 0.4])
+def test_interleaved_expand_pass(ready_prob):
+    """n_og1 > 0: per pixel the 1x1 groups (centre tap) then the 3x3 groups, weights and
+    parameters consecutive; values equal both references, records in pixel-major order, and
+    with a ready consumer the pass takes pass_cycles(..., n_og1) cycles."""
+    rng = np.random.default_rng(12)
+    core = small_core(pi=8, po=4)
+    pi, po = core.in_lanes, core.out_lanes
+    case = InterleavedExpand(rng, 11, 2, 7, 5, 6, po)
+    one, three = case.one, case.three
+    act = pack_act(one.x, pi)
+    wgt = pack_weights(one.w, pi, po) + pack_weights(three.w, pi, po)
+    par = (pack_params(one.b, one.mult, one.shift, po)
+           + pack_params(three.b, three.mult, three.shift, po))
+    bench = ConvBench(core, act, wgt, par)
+    n_ic, n_og = cdiv(case.cin, pi), case.n_og1 + case.n_og2
+    grid = np.full((n_og * po, case.h, case.w), -1, dtype=np.int64)
+    order, info = [], {}
+    prng = np.random.default_rng(3)
+
+    async def bench_proc(ctx):
+        ctx.set(core.cmd, dict(h=case.h, w=case.w, n_ic=n_ic, k=3, stride=1, pad=1,
+                               ho=case.h, wo=case.w, n_og=n_og, weight_base=0, param_base=0,
+                               act_signed=0, relu=1, n_og1=case.n_og1))
+        ctx.set(core.start, 1)
+        await ctx.tick()
+        ctx.set(core.start, 0)
+        cycle = 1
+        while True:
+            ready = ready_prob >= 1.0 or prng.random() < ready_prob
+            ctx.set(core.o_stream.ready, int(ready))
+            if ctx.get(core.o_stream.valid) and ready:
+                rec = ctx.get(core.o_stream.payload)
+                y, x, og = int(rec.y), int(rec.x), int(rec.og)
+                order.append((y, x, og))
+                grid[og * po:(og + 1) * po, y, x] = [int(v) for v in rec.data]
+            if ctx.get(core.done):
+                break
+            await ctx.tick()
+            cycle += 1
+            assert cycle < 10_000
+        info["cycles"] = cycle
+
+    sim = Simulator(bench)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench_proc)
+    sim.run()
+    assert order == [(y, x, og) for y in range(case.h) for x in range(case.w)
+                     for og in range(n_og)]
+    e1 = case.n_og1 * po
+    np.testing.assert_array_equal(grid[:e1], one.expected.astype(np.int64) & 0xFF,
+                                  err_msg="1x1 groups")
+    np.testing.assert_array_equal(grid[e1:e1 + three.cout], three.expected.astype(np.int64) & 0xFF,
+                                  err_msg="3x3 groups")
+    if ready_prob >= 1.0:
+        steps = case.h * case.w * n_ic * (case.n_og1 + 9 * case.n_og2)
+        assert ConvCore.steps(case.h, case.w, n_og, 3, n_ic, case.n_og1) == steps
+        assert info["cycles"] == core.pass_cycles(case.h, case.w, n_og, 3, n_ic, case.n_og1)
