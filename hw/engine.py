@@ -2,7 +2,7 @@
 
 :class:`Engine` is the top level whose Verilog (``generate_verilog(Engine(cfg), "squeezeforge_engine")``)
 has exactly ``clk``, ``rst`` (synchronous, active high), the ``m_axi_*`` AXI4 master of
-:class:`~.axi.AxiDma` (64-bit, INCR bursts <= 16, 4 outstanding, byte strobes), the ``s_axi_*``
+:class:`~.axi.AxiDma` (64-bit, INCR bursts <= 16, 8 outstanding each way, byte strobes), the ``s_axi_*``
 AXI4-Lite slave of :class:`~.regs.AxiLiteRegs` and ``irq``.
 
 Block diagram (data flows left to right)::
@@ -92,6 +92,11 @@ __all__ = ["Engine", "EngineError", "Err", "Geo", "BytePacker", "PARAM_LANE_BITS
 
 PARAM_LANE_BITS = numeric.ACC_BITS + numeric.MULT_BITS + numeric.SHIFT_BITS   # 54
 MAX_CAP_ROWS = 32           # the loader runs at most this many rows ahead of the compute
+# Bursts in flight per direction: the HP ports' command FIFOs accept 8 reads and 8 writes
+# (Zynq-7000 AFI, UG585 ch. 5; Zynq UltraScale+ "read and write command acceptance capability
+# of eight", UG1085). With a 20-cycle read latency, 4 would cap short requests (GAP's 2-beat
+# gathers) at 4 per ~22 cycles; 8 keeps the read channel busy.
+DMA_OUTSTANDING = 8
 BEAT_BYTES = 8
 
 
@@ -295,7 +300,7 @@ class Engine(wiring.Component):
         self._param_depth = param_depth
 
         self._dma = AxiDma(data_width=cfg.axi_data_width, addr_width=cfg.axi_addr_width,
-                           strobes=True)
+                           outstanding=DMA_OUTSTANDING, strobes=True)
         self._regs = AxiLiteRegs()
         members = {k: v for k, v in self._dma.signature.members.items() if k.startswith("m_axi_")}
         members.update({k: v for k, v in self._regs.signature.members.items()
