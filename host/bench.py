@@ -36,7 +36,7 @@ import tempfile
 import time
 
 __all__ = ["run_bench", "time_call", "module_of", "fire_modules", "ddr_fit", "model_vs_rtl",
-           "reference_comparison", "status"]
+           "reference_comparison", "status", "format_report"]
 
 GOLDEN_TARGET_S = 2.0
 CYCLE_MODEL_TARGET_S = 1.0          # "well under 1 s"
@@ -205,6 +205,7 @@ def _environ(**kw):
 
 def _simulate(args, *, progress: bool, fresh_build: bool, simulator: str = "verilator") -> dict:
     """One whole-network simulation; with ``fresh_build`` in a temporary build root."""
+    from squeezeforge.host.cli import find_labels
     from squeezeforge.sim.simulate import simulate
     env = dict(SQUEEZEFORGE_SIM=simulator)
     with contextlib.ExitStack() as stack:
@@ -213,7 +214,8 @@ def _simulate(args, *, progress: bool, fresh_build: bool, simulator: str = "veri
                 tempfile.TemporaryDirectory(prefix="sqzf-bench-build-"))
         stack.enter_context(_environ(**env))
         return simulate(args.model, args.weights, args.image, args.config, args.size,
-                        progress=progress, download=not args.no_download)
+                        progress=progress, download=not args.no_download,
+                        labels=find_labels(args.labels))
 
 
 def _icarus(args, quiet: bool) -> dict | None:
@@ -255,6 +257,8 @@ def run_bench(args) -> dict:
     from squeezeforge.quant.reference import forward_float
     from squeezeforge.sim.cycle_model import estimate_program
     quiet = args.json
+    if args.no_rtl and args.fresh_build:
+        raise UserError("--fresh-build times the RTL simulation's build: drop --no-rtl")
     cfg = resolve_config(args.config)         # a bad --config is a user error before any work
     fm = _load_model(args, quiet)
     _, x, _ = _load_image(args, quiet)
@@ -281,7 +285,8 @@ def run_bench(args) -> dict:
                golden_target_s=GOLDEN_TARGET_S,
                golden_meets_target=t_golden["median_s"] < GOLDEN_TARGET_S,
                config=cfg.name, mac_units=cfg.macs, clock_mhz=cfg.clock_mhz,
-               cycle_model=cycle_model, rtl_run=not args.no_rtl, rtl=None, icarus=None,
+               cycle_model=cycle_model, rtl_run=not args.no_rtl, rtl=None,
+               icarus_installed=shutil.which("iverilog") is not None, icarus=None,
                model_vs_rtl=None)
     if args.no_rtl:
         rows = [dict(name=p.name, ideal_cycles=p.ideal_cycles, model_cycles=p.cycles)

@@ -31,6 +31,10 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     from squeezeforge.quant.artifact import ArtifactError
     from squeezeforge.host.schedule import ScheduleError
     types += [ArtifactError, ScheduleError]
+    # run as `python -m squeezeforge.host.cli`, this module is __main__, and the UserError that
+    # other modules import from squeezeforge.host.cli is a second class of the same name
+    from squeezeforge.host.cli import UserError as imported_user_error
+    types.append(imported_user_error)
     return tuple(types)
 
 

@@ -158,7 +158,7 @@ def test_report_of_an_rtl_run(monkeypatch, capsys):
     assert res["rtl"]["reference"]["meets_target"] is True
     assert res["rtl"]["speed"]["meets_target"] is False          # 75 s > 60 s
     assert res["rtl"]["ddr"]["fits"] is False
-    assert res["icarus"] is None
+    assert res["icarus"] is None and res["icarus_installed"] is False
     assert res["fire_modules"]["source"] == "rtl" and res["fire_modules"]["all_met"] is False
     assert res["model_vs_rtl"]["total_diff"] == 6
     assert "icarus" in text and "not installed" in text
@@ -167,6 +167,15 @@ def test_report_of_an_rtl_run(monkeypatch, capsys):
     assert "worst fire8" in text and "fire8/squeeze1x1" in text
     assert "total exact (+6 cycles): MISSED" in text
     json.dumps(res)                                              # JSON-ready
+
+
+def test_fresh_build_needs_the_rtl_run():
+    r = subprocess.run([sys.executable, "-m", "squeezeforge.host.cli", "bench", "--no-rtl",
+                        "--fresh-build", "--no-download"], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [
+        "squeezeforge: error: --fresh-build times the RTL simulation's build: drop --no-rtl"]
 
 
 def test_bench_no_rtl_json():
@@ -186,6 +195,7 @@ def test_bench_no_rtl_json():
     assert isinstance(cm["eval"]["median_s"], float) and isinstance(cm["meets_target"], bool)
     assert out["rtl_run"] is False
     assert out["rtl"] is None and out["icarus"] is None and out["model_vs_rtl"] is None
+    assert isinstance(out["icarus_installed"], bool)
     fm = out["fire_modules"]
     assert fm["source"] == "cycle model" and fm["limit"] == 1.25
     assert [g["module"] for g in fm["modules"]] == [f"fire{i}" for i in range(2, 10)]
