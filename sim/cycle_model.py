@@ -84,24 +84,84 @@ def summarize(passes: list[PassCycles], cfg: EngineConfig) -> dict:
 
 
 # -- per-command model of a compiled program ------------------------------------------------
-# Calibration constants of the engine's fixed costs (cycles); tests/test_cycle_model.py and the
-# RTL comparison in `squeezeforge bench` keep them honest.
+# Fixed costs of the engine's sequencer (cycles), calibrated against the RTL (hw/engine.py, DDR
+# model with READ_LATENCY cycles per read burst); `squeezeforge bench` and
+# tests/test_cycle_model.py compare the model with RTL runs layer by layer.
 COMMAND_FETCH = 8 + DDR_READ_LATENCY     # read one 64-byte record
+SETUP = 8                                # DECODE .. LAUNCH (+ one cycle per ring row in CAP)
 CONV_OVERHEAD = 17                       # ConvCore setup + pipeline drain (2 + 13 + 2 at 16x16)
 POOL_OVERHEAD = 8
+WRITE_TAIL = 9                           # last write beat -> B response -> DRAIN ends
+READ_TAIL = 5                            # last read beat (weight prefetch) -> DRAIN ends
+RING_ADJUST = -2                         # gating start-up of a compute-bound pass from the ring
+OUTSTANDING = 8                          # read bursts in flight (hw/engine.py DMA_OUTSTANDING)
+MAX_BURST = 16                           # beats per AXI burst
+AR_GAP = 2                               # cycles between read requests on AR
+
+
+def _ring_rows(cfg: EngineConfig, row_words: int, rows: int) -> int:
+    from squeezeforge.hw.engine import MAX_CAP_ROWS
+    words = cfg.act_buffer_bytes // cfg.in_lanes
+    depth = 1 << (words.bit_length() - 1)
+    return max(1, min(MAX_CAP_ROWS, rows, depth // max(row_words, 1)))
+
+
+def _ring_pass(h: int, row_beats: int, cap: int, ho: int, lo, hi, row_steps: int,
+               row_wbeats: int, pix_wbeats: int, t0: int = 0) -> tuple[int, int, int]:
+    """Row-level timeline of a pass that streams its input through the ring buffer.
+
+    The loader requests input rows in order while fewer than ``cap`` rows are held; a row's
+    beats arrive ``DDR_READ_LATENCY`` after its request, at one beat per cycle on the read
+    channel. Output row ``r`` computes (``row_steps`` cycles) once rows ``lo(r)..hi(r)`` are in;
+    starting it frees the rows below ``lo(r)``. Its ``row_wbeats`` output beats leave at one per
+    cycle on the write channel as its records complete (the last record's ``pix_wbeats`` after
+    the row's computation). Returns (compute end, last input beat, last output beat)."""
+    arrive = [0] * h                 # cycle the last beat of input row i is in the ring
+    freed_at = [0] * (h + 1)         # cycle row i is freed
+    t_rd = t0                        # read channel free
+    t_c = t0                         # compute free
+    t_w = t0                         # write channel free
+    nxt = 0                          # next row to request
+    freed = 0
+    for r in range(ho):
+        need = min(h - 1, hi(r))
+        while nxt <= need:
+            req = t0 if nxt < cap else freed_at[nxt - cap]
+            start = max(req + DDR_READ_LATENCY, t_rd)
+            t_rd = start + row_beats
+            arrive[nxt] = t_rd
+            nxt += 1
+        begin = max(t_c, arrive[need])
+        new_lo = max(0, min(h, lo(r)))
+        while freed < new_lo:
+            freed_at[freed] = begin
+            freed += 1
+        t_c = begin + row_steps
+        if row_wbeats:
+            t_w = max(t_w + row_wbeats, t_c + pix_wbeats)
+    # rows no output needs (bottom rows past the last window) are still loaded
+    while nxt < h:
+        req = t0 if nxt < cap else freed_at[nxt - cap]
+        t_rd = max(req + DDR_READ_LATENCY, t_rd) + row_beats
+        nxt += 1
+    return t_c, t_rd, t_w
 
 
 def estimate_program(program) -> list[PassCycles]:
     """Cycle estimate of every command of a compiled :class:`~squeezeforge.host.schedule.Program`.
 
-    Each command takes ``max(compute, DDR read beats, DDR write beats) + fixed costs``: the ring
-    buffer and the weight double buffer let DDR traffic overlap computation, and the HP port's
-    read and write channels are independent. MACs are those of the network layers the command
-    computes (the compiler's count, without lane padding).
+    A command costs its fetch and setup, then its pass(es): convolutions and max-pools that
+    read DDR follow :func:`_ring_pass` (row-granular overlap of input loading, computation and
+    output writing, the ring buffer's row capacity); passes from the squeeze buffer take the
+    longer of their steps and their output beats; GAP gathers one channel word of every pixel
+    per plane (short read bursts, bounded by ``OUTSTANDING`` bursts in flight). The weight
+    prefetch for the next command uses the read channel when the input loader does not. MACs
+    are those of the network layers the command computes (the compiler's count).
     """
     from squeezeforge.hw.commands import Op
     cfg = program.cfg
     wb = cfg.weight_word_bytes
+    pi, po = cfg.in_lanes, cfg.out_lanes
     out = []
     for c in program.commands:
         f = c.fields
@@ -109,32 +169,74 @@ def estimate_program(program) -> list[PassCycles]:
         cv = f["conv"]
         macs = c.macs
         pf = _up(f["pf_words"] * wb, BEAT_BYTES)
-        rd = wr = 0
+        rd = wr = compute = 0
         if op == Op.END:
             out.append(PassCycles(c.name, "end", 0, 0, 0, 0, 0, 0))
             continue
+        fixed = COMMAND_FETCH + SETUP
+        in_beats = f["in_pix"] // BEAT_BYTES
         if op == Op.LOAD:
-            compute, fixed = 0, 0
-        elif op in (Op.CONV, Op.EXPAND):
-            steps = cv["ho"] * cv["wo"] * cv["n_og"] * cv["k"] ** 2 * cv["n_ic"]
+            end = DDR_READ_LATENCY + pf + READ_TAIL if pf else 0
+        elif op in (Op.CONV, Op.EXPAND, Op.MAXPOOL):
+            k, stride, pad = cv["k"], cv["stride"], cv["pad"]
+            if op == Op.MAXPOOL:
+                k, stride, pad = 3, 2, 0
+                row_steps = 9 * cv["wo"] * cv["n_ic"]
+                out_pix = [_up(f["out_bytes"], BEAT_BYTES)]
+                tail = POOL_OVERHEAD
+            else:
+                row_steps = cv["wo"] * cv["n_og"] * k * k * cv["n_ic"]
+                out_pix = [_up(f["out_addr"] % BEAT_BYTES + f["out_bytes"], BEAT_BYTES)]
+                tail = CONV_OVERHEAD
+            compute = row_steps * cv["ho"]
+            writes = f["dst"].name == "DDR" or f["dump"]
+            tail += WRITE_TAIL if writes else 0
             if op == Op.EXPAND:
-                steps += cv["ho"] * cv["wo"] * f["n_og2"] * 9 * cv["n_ic"]
-            compute, fixed = steps, CONV_OVERHEAD
+                e3_steps = cv["wo"] * f["n_og2"] * 9 * cv["n_ic"]
+                b2 = _up((f["out_addr"] + f["out_off2"]) % BEAT_BYTES + f["out_bytes2"],
+                         BEAT_BYTES)
+                compute += e3_steps * cv["ho"]
+                if f["out_off2"] == f["out_bytes"] == cv["n_og"] * po:   # one interleaved pass
+                    row_steps += e3_steps
+                    out_pix = [_up(f["out_addr"] % BEAT_BYTES + f["out_bytes"]
+                                   + f["out_bytes2"], BEAT_BYTES)]
+                else:                                                 # two passes
+                    out_pix.append(b2)
             if f["src"].name == "DDR":
-                rd = cv["h"] * cv["w"] * _up(f["in_bytes"], BEAT_BYTES)
-            if f["dst"].name == "DDR" or f["dump"]:
-                wr = cv["ho"] * cv["wo"] * (_up(f["out_bytes"], BEAT_BYTES)
-                                            + _up(f["out_bytes2"], BEAT_BYTES))
-        elif op == Op.MAXPOOL:
-            compute, fixed = 9 * cv["ho"] * cv["wo"] * cv["n_ic"], POOL_OVERHEAD
-            rd = cv["h"] * cv["w"] * _up(f["in_bytes"], BEAT_BYTES)
-            wr = cv["ho"] * cv["wo"] * _up(f["out_bytes"], BEAT_BYTES)
-        else:  # GAP
-            compute, fixed = cv["h"] * cv["w"] * cv["n_ic"], POOL_OVERHEAD
-            rd = cv["h"] * cv["w"] * _up(f["in_bytes"], BEAT_BYTES)
+                h, w = cv["h"], cv["w"]
+                row_beats = w * in_beats
+                cap = _ring_rows(cfg, w * cv["n_ic"], h)
+                fixed += cap
+                end_c, end_r, end_w = _ring_pass(
+                    h, row_beats, cap, cv["ho"],
+                    lambda r: r * stride - pad, lambda r: r * stride - pad + k - 1,
+                    row_steps, cv["wo"] * out_pix[0] if writes else 0,
+                    _up(pi if op == Op.MAXPOOL else po, BEAT_BYTES))
+                rd = h * row_beats
+                end = max(max(end_c, end_w) + tail + RING_ADJUST,
+                          DDR_READ_LATENCY + rd + pf + READ_TAIL)
+                wr = cv["ho"] * cv["wo"] * out_pix[0] if writes else 0
+            else:                       # from the squeeze buffer: one or two passes
+                steps = [row_steps * cv["ho"]]
+                if len(out_pix) == 2:
+                    steps.append(e3_steps * cv["ho"])
+                end = 0
+                for st, ob in zip(steps, out_pix):
+                    pw = cv["ho"] * cv["wo"] * ob if writes else 0
+                    wr += pw
+                    end += max(st, pw) + (CONV_OVERHEAD if end else 0)
+                end = max(end + tail, DDR_READ_LATENCY + pf + READ_TAIL)
+        else:  # GAP: per channel word, a gather of H*W short reads, then a window sum
+            hw_ = cv["h"] * cv["w"]
+            beats = _up(pi, BEAT_BYTES)
+            per_req = max(beats, AR_GAP, _up(DDR_READ_LATENCY + beats, OUTSTANDING))
+            plane = hw_ * per_req
+            compute = hw_ * cv["n_ic"]
+            rd = hw_ * beats * cv["n_ic"]
             wr = _up(f["out_bytes"], BEAT_BYTES)
-        cycles = max(compute, rd + pf, wr) + fixed + COMMAND_FETCH
+            end = DDR_READ_LATENCY + plane * cv["n_ic"] + hw_ + POOL_OVERHEAD + WRITE_TAIL
+            end = max(end, DDR_READ_LATENCY + rd + pf + READ_TAIL)
+        cycles = end + fixed
         out.append(PassCycles(c.name, op.name.lower(), macs, _up(macs, cfg.macs), compute,
                               (rd + pf) * BEAT_BYTES, wr * BEAT_BYTES, cycles))
     return out
-

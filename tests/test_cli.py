@@ -54,6 +54,23 @@ def test_infer_golden_matches_float(models):
     assert len(common) >= 4, (f["top"], g["top"])
 
 
+@pytest.mark.slow
+def test_infer_rtl_equals_golden(models):
+    """--backend rtl: the z7020 engine's RTL (Verilator; the build is shared with the other
+    whole-network tests) gives exactly the golden model's top-5, bit-exact on every layer, and
+    its top-1 is the float network's (834, suit)."""
+    img = models.parent / "images" / "grace_hopper.jpg"
+    g = json.loads(run("infer", "--model", "v1.1", "--image", img, "--backend", "golden",
+                       "--json").stdout)
+    r = run("infer", "--model", "v1.1", "--image", img, "--backend", "rtl", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["backend"] == "rtl" and out["config"] == "z7020" and out["bit_exact"] is True
+    assert out["top"] == g["top"]
+    assert out["top"][0]["index"] == 834
+    assert out["cycles"] > 0
+
+
 def test_quantize_writes_artifact_and_reports(models, tmp_path):
     r = run("quantize", "--model", "v1.1", "--out", tmp_path / "q", "--json")
     assert r.returncode == 0, r.stderr

@@ -256,6 +256,17 @@ def test_simulate_squeezenet_v11_whole_network(capsys):
     assert sum(l["macs"] for l in res["layers"]) == squeezenet("v1.1").total_macs(227)
     assert {l["name"] for l in res["layers"]} >= {"conv1", "fire2/expand", "pool10"}
     assert all(l["cycles"] >= l["ideal_cycles"] for l in res["layers"])
+    # the cycle model (sim/cycle_model.py) predicts every command within 2 %
+    worst = max(res["layers"], key=lambda l: abs(l["model_cycles"] - l["cycles"]) / l["cycles"])
+    model_total = sum(l["model_cycles"] for l in res["layers"])
+    with capsys.disabled():
+        print(f"[cycle model] total {model_total:,} vs RTL {res['cycles']:,} "
+              f"({(model_total - res['cycles']) / res['cycles']:+.3%}); worst command "
+              f"{worst['name']}: {worst['model_cycles']:,} vs {worst['cycles']:,}")
+    for l in res["layers"]:
+        assert abs(l["model_cycles"] - l["cycles"]) <= 0.02 * l["cycles"], l
+    # the END fetch is in CYCLES but in no command
+    assert abs(model_total - res["cycles"]) <= 0.001 * res["cycles"]
 
 
 @pytest.mark.slow
