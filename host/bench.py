@@ -152,12 +152,15 @@ def ddr_fit(rows: list[dict], cycles: int,
                 fits=(max(rates) <= port_bytes_per_cycle) if rates and cycles else None)
 
 
-def model_vs_rtl(rows: list[dict], tolerance: float = MODEL_LAYER_TOLERANCE) -> dict:
+def model_vs_rtl(rows: list[dict], tolerance: float = MODEL_LAYER_TOLERANCE, *,
+                 total_rtl: int | None = None, total_model: int | None = None) -> dict:
     """The cycle model's estimate against the RTL's cycles, per command and in total.
 
     ``rel_diff`` = (model - RTL) / RTL (None for a command the RTL did in 0 cycles and the model
     did not; 0 when both are 0). ``worst``: the command with the largest ``|rel_diff|``.
-    ``per_layer_met``: every command within ``tolerance``; ``total_exact``: the sums are equal.
+    ``per_layer_met``: every command within ``tolerance``; ``total_exact``: the totals are equal.
+    The totals are the sums of the rows unless given: the RTL's CYCLES register and the
+    model's whole-program estimate also count START and the END command, which no row has.
     """
     layers = []
     for r in rows:
@@ -167,8 +170,8 @@ def model_vs_rtl(rows: list[dict], tolerance: float = MODEL_LAYER_TOLERANCE) -> 
                            within=rel is not None and abs(rel) <= tolerance))
     worst = max(layers, key=lambda l: float("inf") if l["rel_diff"] is None
                 else abs(l["rel_diff"]), default=None)
-    t_rtl = sum(l["cycles"] for l in layers)
-    t_mod = sum(l["model_cycles"] for l in layers)
+    t_rtl = sum(l["cycles"] for l in layers) if total_rtl is None else total_rtl
+    t_mod = sum(l["model_cycles"] for l in layers) if total_model is None else total_model
     return dict(tolerance=tolerance, layers=layers, worst=worst,
                 within_count=sum(l["within"] for l in layers), count=len(layers),
                 per_layer_met=all(l["within"] for l in layers) if layers else None,
@@ -305,7 +308,8 @@ def run_bench(args) -> dict:
             log(f"note: {n}")
         rows = sim["layers"]
         res["rtl"] = _rtl_section(sim, args.fresh_build)
-        res["model_vs_rtl"] = model_vs_rtl(rows)
+        res["model_vs_rtl"] = model_vs_rtl(rows, total_rtl=sim["cycles"],
+                                           total_model=sim.get("model_total_cycles"))
         res["icarus"] = _icarus(args, quiet)
     res["fire_modules"] = fire_modules(rows)
     if not quiet:

@@ -93,6 +93,9 @@ CONV_OVERHEAD = 17                       # ConvCore setup + pipeline drain (2 + 
 POOL_OVERHEAD = 8
 WRITE_TAIL = 9                           # last write beat -> B response -> DRAIN ends
 READ_TAIL = 5                            # last read beat (weight prefetch) -> DRAIN ends
+END_CYCLES = 60                          # START -> first fetch, END's fetch -> DONE (CYCLES
+                                         # counts them, no LAYER_CYCLES entry does)
+GAP_ADJUST = 25                          # per-plane pass hand-over of the GAP (calibrated)
 RING_ADJUST = -2                         # gating start-up of a compute-bound pass from the ring
 OUTSTANDING = 8                          # read bursts in flight (hw/engine.py DMA_OUTSTANDING)
 MAX_BURST = 16                           # beats per AXI burst
@@ -113,7 +116,7 @@ def _ring_pass(h: int, row_beats: int, cap: int, ho: int, lo, hi, row_steps: int
     The loader requests input rows in order while fewer than ``cap`` rows are held; a row's
     beats arrive ``DDR_READ_LATENCY`` after its request, at one beat per cycle on the read
     channel. Output row ``r`` computes (``row_steps`` cycles) once rows ``lo(r)..hi(r)`` are in;
-    starting it frees the rows below ``lo(r)``. Its ``row_wbeats`` output beats leave at one per
+    the end of row ``r - 1`` frees the rows below ``lo(r)``. Its ``row_wbeats`` output beats leave at one per
     cycle on the write channel as its records complete (the last record's ``pix_wbeats`` after
     the row's computation). Returns (compute end, last input beat, last output beat)."""
     arrive = [0] * h                 # cycle the last beat of input row i is in the ring
@@ -124,6 +127,11 @@ def _ring_pass(h: int, row_beats: int, cap: int, ho: int, lo, hi, row_steps: int
     nxt = 0                          # next row to request
     freed = 0
     for r in range(ho):
+        # the last step of row r - 1 frees the rows row r no longer needs
+        new_lo = max(0, min(h, lo(r)))
+        while freed < new_lo:
+            freed_at[freed] = t_c
+            freed += 1
         need = min(h - 1, hi(r))
         while nxt <= need:
             req = t0 if nxt < cap else freed_at[nxt - cap]
@@ -132,10 +140,6 @@ def _ring_pass(h: int, row_beats: int, cap: int, ho: int, lo, hi, row_steps: int
             arrive[nxt] = t_rd
             nxt += 1
         begin = max(t_c, arrive[need])
-        new_lo = max(0, min(h, lo(r)))
-        while freed < new_lo:
-            freed_at[freed] = begin
-            freed += 1
         t_c = begin + row_steps
         if row_wbeats:
             t_w = max(t_w + row_wbeats, t_c + pix_wbeats)
@@ -171,7 +175,7 @@ def estimate_program(program) -> list[PassCycles]:
         pf = _up(f["pf_words"] * wb, BEAT_BYTES)
         rd = wr = compute = 0
         if op == Op.END:
-            out.append(PassCycles(c.name, "end", 0, 0, 0, 0, 0, 0))
+            out.append(PassCycles(c.name, "end", 0, 0, 0, 0, 0, END_CYCLES))
             continue
         fixed = COMMAND_FETCH + SETUP
         in_beats = f["in_pix"] // BEAT_BYTES
@@ -234,7 +238,8 @@ def estimate_program(program) -> list[PassCycles]:
             compute = hw_ * cv["n_ic"]
             rd = hw_ * beats * cv["n_ic"]
             wr = _up(f["out_bytes"], BEAT_BYTES)
-            end = DDR_READ_LATENCY + plane * cv["n_ic"] + hw_ + POOL_OVERHEAD + WRITE_TAIL
+            end = (DDR_READ_LATENCY + plane * cv["n_ic"] + hw_ + POOL_OVERHEAD + WRITE_TAIL
+                   + GAP_ADJUST)
             end = max(end, DDR_READ_LATENCY + rd + pf + READ_TAIL)
         cycles = end + fixed
         out.append(PassCycles(c.name, op.name.lower(), macs, _up(macs, cfg.macs), compute,

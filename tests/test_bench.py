@@ -123,6 +123,9 @@ def test_model_vs_rtl_outside_tolerance_and_zero_cycles():
     assert res["worst"]["name"] == "c" and res["per_layer_met"] is False
     assert res["total_exact"] is False and res["total_diff"] == 31
     assert model_vs_rtl([row("a", 10, 10, 5)])["total_exact"] is True
+    # totals given (CYCLES register, whole-program model incl. END) replace the sums
+    t = model_vs_rtl([row("a", 10, 10, 5)], total_rtl=73, total_model=73)
+    assert (t["total_rtl"], t["total_model"], t["total_exact"]) == (73, 73, True)
 
 
 def test_reference_comparison():
@@ -143,7 +146,9 @@ def _fake_sim(rows, cycles):
     return dict(bit_exact=True, cycles=cycles, ideal_cycles=ideal, macs=ideal * 256,
                 utilization=ideal / cycles, clock_mhz=100.0, latency_ms=cycles / 1e5,
                 layers=rows, mismatches=[], top=[], notes=[], wall_s=30.0, build_s=0.0,
-                built=False, verilog_s=9.0, sim_s=75.0, cycles_per_s=cycles / 75.0)
+                built=False, verilog_s=9.0, sim_s=75.0, cycles_per_s=cycles / 75.0,
+                # the model's whole program: its commands plus START/END (10 cycles here)
+                model_total_cycles=sum(r["model_cycles"] for r in rows) + 10)
 
 
 def test_report_of_an_rtl_run(monkeypatch, capsys):
@@ -160,6 +165,7 @@ def test_report_of_an_rtl_run(monkeypatch, capsys):
     assert res["rtl"]["ddr"]["fits"] is False
     assert res["icarus"] is None and res["icarus_installed"] is False
     assert res["fire_modules"]["source"] == "rtl" and res["fire_modules"]["all_met"] is False
+    # totals: CYCLES 3010 against the model's 3006 + 10 for START/END
     assert res["model_vs_rtl"]["total_diff"] == 6
     assert "icarus" in text and "not installed" in text
     assert "target < 60 s: MISSED" in text
