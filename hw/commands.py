@@ -18,7 +18,10 @@ Ops
             1x1 conv's ``conv.n_og`` groups (k = 1), then the 3x3 pad-1 conv's ``n_og2`` groups,
             whose weights and parameter words follow the 1x1 conv's; the 1x1 output goes to
             bytes ``[0, out_bytes)`` of the pixel, the 3x3 output to ``[out_off2, out_off2 +
-            out_bytes2)``: the concatenation costs no copy.
+            out_bytes2)``: the concatenation costs no copy. When ``out_off2 == out_bytes ==
+            conv.n_og * Po`` the engine computes both in one interleaved pass (per pixel the 1x1
+            groups, then the 3x3 groups; one write per pixel), else in two passes; the result
+            is the same, only the timing differs.
 ``MAXPOOL`` 3x3 stride-2 max-pool (Caffe ceil rounding), DDR to DDR, geometry in ``conv``
             (``k``, ``stride``, ``pad``, ``ho``, ``wo``, ``n_ic``).
 ``GAP``     global average pool, DDR to DDR: per channel the integer window sum, requantized with

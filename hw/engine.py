@@ -21,7 +21,8 @@ Sequencer FSM (one command at a time)::
     IDLE -start-> FETCH (read 64 B from CMD_BASE + 64*i) -> DECODE (END -> FINISH; bad opcode
     -> FAIL) -> SETUP1..3 (derived sizes, GAP's M/shift) -> CAP (rows the ring holds) -> CHECK
     (geometry against the memories -> FAIL) -> LAUNCH (input loader, weight prefetch) ->
-    PASS_SETUP -> PASS_START -> PASS_RUN (per pass: CONV 1, EXPAND 2, MAXPOOL 1, GAP n_ic) ->
+    PASS_SETUP -> PASS_START -> PASS_RUN (per pass: CONV 1, EXPAND 1 interleaved or 2, MAXPOOL 1,
+    GAP n_ic) ->
     DRAIN (loader, prefetch, packers, FIFO, write responses) -> NEXT (LAYER_CYCLES[i]) -> FETCH
 
 Input ring buffer
@@ -55,13 +56,12 @@ setup (5 + ``cap`` cycles, at most 32), the passes (ConvCore's ``pass_cycles`` w
 and outputs keep up, else the DDR bound: Pi/8 beats per input word read, ``ceil((ofs +
 bytes) / 8)`` beats per output pixel written) and the drain (the last write responses).
 
-Measured (tests/test_hw_engine.py, cocotb DDR model with 20-cycle read latency): fire2 of
-SqueezeNet v1.1 at 56x56 on z7020 (Pi = Po = 16, streamed) takes 164,742 cycles against an
-ideal of 137,984 (MACs / 256): 1.19x. The squeeze pass is DDR-read bound (64 input bytes per
-pixel = 8 beats per 4 MAC steps: 26,449 cycles for 12,544 steps); the EXPAND's 1x1 pass is
-DDR-write bound (64 output bytes = 8 beats per 4 steps: ~25,100 cycles for 12,544 steps)
-because ConvCore runs the 1x1 and the 3x3 conv as two passes instead of interleaving their og
-groups per pixel; the 3x3 pass runs at one step per cycle.
+Measured (whole v1.1 network, cocotb DDR model with 20-cycle read latency, z7020: Pi = Po = 16,
+streamed): fire2 takes 151,949 cycles against an ideal of 137,984 (MACs / 256): 1.10x. Its
+squeeze pass is DDR-read bound (64 input bytes per pixel = 8 beats per 4 MAC steps: 26,447
+cycles for 12,544 steps); its EXPAND runs interleaved (per pixel 4 groups of 1x1, then 4 groups
+of 3x3: 40 steps for 16 output beats) at one step per cycle, 125,502 cycles for 125,440 steps.
+Run as two passes, the 1x1 pass alone would be DDR-write bound (64 output bytes per 4 steps).
 
 Errors (``ERROR`` register = ``code | detail << 8 | command index << 16``, STATUS.ERROR set,
 DONE and the interrupt raised): :class:`Err` codes; details of ``GEOMETRY`` in :class:`Geo`.
