@@ -112,6 +112,7 @@ def cmd_estimate(args) -> int:
     out = dict(config=cfg.name, device=dict(name=dev.name, part=dev.part, lut=dev.lut, ff=dev.ff,
                                             dsp=dev.dsp, ramb18=dev.ramb18, ramb36=dev.ramb36),
                used=used, fits=bool(ok), over=over, lut_level_target=LUT_LEVEL_TARGET,
+               longest_path_signals=res.get("lut_path"),
                yosys_s=res.get("yosys_seconds"), cached=res.get("cached"))
     if args.json:
         print(json.dumps(out))
@@ -123,7 +124,10 @@ def cmd_estimate(args) -> int:
     print(f"  {'BRAM':<8}{blocks:>9.1f} / {dev.ramb36:>9,}  RAMB36 equivalents "
           f"({used['ramb36']} RAMB36 + {used['ramb18']} RAMB18)")
     print(f"  longest path: {used['lut_levels']} LUT levels ({used['path_cells']} cells with carry "
-          f"chains), target <= {LUT_LEVEL_TARGET}")
+          f"chains), target <= {LUT_LEVEL_TARGET}: "
+          f"{'met' if used['lut_levels'] <= LUT_LEVEL_TARGET else 'MISSED'}")
+    if res.get("lut_path"):
+        print(f"  on it: {' -> '.join(res['lut_path'])}")
     print(f"  fits: {'yes' if ok else 'NO: ' + ', '.join(f'{k} {v}' for k, v in over.items())}")
     return 0
 

@@ -96,6 +96,23 @@ def _parse_ltp(text: str) -> list[int]:
     return [int(n) for n in re.findall(r"Longest topological path in \S+ \(length=(\d+)\)", text)]
 
 
+def _ltp_named_nodes(text: str, most: int = 12) -> list[str]:
+    """The user-named signals (no Yosys ``$`` names) on the longest path ``ltp`` listed, in
+    path order: a hint where the critical path runs."""
+    names = []
+    for line in text.splitlines():
+        m = re.match(r"^\s*\d+:\s+(\S.*)$", line)
+        if not m:
+            continue
+        sig = m.group(1).strip()
+        if "$" in sig.split("[")[0]:
+            continue
+        base = sig.lstrip("\\").split(" [")[0].split("[")[0]
+        if not names or names[-1] != base:
+            names.append(base)
+    return names[:most]
+
+
 def estimate(design, device=None, *, top: str | None = None, use_cache: bool = True) -> dict:
     """Synthesize ``design`` (a wiring.Component or Verilog text) for 7-series and count.
 
@@ -140,6 +157,7 @@ def estimate(design, device=None, *, top: str | None = None, use_cache: bool = T
             cells = _parse_stat(Path(tmp, "stat.txt").read_text())
             path_all = _parse_ltp(Path(tmp, "ltp_all.txt").read_text())
             path_lut = _parse_ltp(Path(tmp, "ltp_lut.txt").read_text())
+            lut_path = _ltp_named_nodes(Path(tmp, "ltp_lut.txt").read_text())
         lut_logic = sum(n for c, n in cells.items() if re.fullmatch(r"LUT[1-6](_2)?", c))
         lut_mem = sum(_LUT_MEM.get(c, 0) * n for c, n in cells.items())
         result = {
@@ -155,6 +173,7 @@ def estimate(design, device=None, *, top: str | None = None, use_cache: bool = T
             # ltp's length is the number of cells the path passes through
             "path_cells": max(path_all, default=0),
             "lut_levels": max(path_lut, default=0),
+            "lut_path": lut_path,
             "cells": cells,
             "yosys_seconds": round(seconds, 1),
         }

@@ -168,3 +168,13 @@ def test_infrastructure_estimates():
         assert r["dsp"] == 0 and r["ramb36"] == 0 and r["ramb18"] == 0
         assert r["lut"] < 1000 and r["ff"] < 1000
         assert r["lut_levels"] <= 8
+
+
+def test_longest_path_names_from_ltp_listing():
+    """The named signals of ltp's path listing, in order, Yosys-internal ($) names dropped."""
+    from squeezeforge.hw.estimate import _ltp_named_nodes, _parse_ltp
+    text = ("Longest topological path in top (length=4):\n"
+            "    0: \\seq_state [2]\n    1: $abc$123$n45\n    2: \\core_en\n"
+            "    3: \\core_en\n    4: \\conv.mac.acc [5]\n")
+    assert _parse_ltp(text) == [4]
+    assert _ltp_named_nodes(text) == ["seq_state", "core_en", "conv.mac.acc"]
