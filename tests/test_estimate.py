@@ -178,3 +178,25 @@ def test_longest_path_names_from_ltp_listing():
             "    3: \\core_en\n    4: \\conv.mac.acc [5]\n")
     assert _parse_ltp(text) == [4]
     assert _ltp_named_nodes(text) == ["seq_state", "core_en", "conv.mac.acc"]
+
+
+@pytest.mark.slow
+def test_z7020_engine_fits_the_xc7z020():
+    """The real z7020 engine (not a stub) through Yosys synth_xilinx fits the XC7Z020: the
+    tightest preset (its DSP budget is nearly used). Several minutes; cached by content."""
+    from squeezeforge.host.cli import main
+    import json as _json
+    import contextlib
+    import io
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["estimate", "--config", "z7020", "--json"]) == 0
+    out = _json.loads(buf.getvalue())
+    used, dev = out["used"], out["device"]
+    print(f"\n[z7020 estimate] {used}, longest path: {out['longest_path_signals']}")
+    assert out["fits"] is True and out["over"] == {}
+    assert dev["part"] == "xc7z020clg400-1"
+    assert 0 < used["dsp"] <= dev["dsp"] and 0 < used["lut"] <= dev["lut"]
+    assert used["ramb36"] + used["ramb18"] / 2 <= dev["ramb36"]
+    # the packed 16x16 MAC array alone needs 128 DSP48E1 and the requantizers 32
+    assert used["dsp"] >= 160
