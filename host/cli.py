@@ -198,7 +198,10 @@ def cmd_quantize(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """Weights -> quantize -> float and int8 top-5 for a photograph."""
+    """Weights -> quantize -> float and int8 top-5 for a photograph -> the engine's Verilog
+    simulated on the whole network (Verilator), checked bit for bit against the golden model."""
+    from squeezeforge.hw.config import resolve_config
+    cfg = resolve_config(args.config).check_fit() if not args.no_rtl else None
     fm = _load_model(args, False)
     path, x, notes = _load_image(args, False)
     labels = find_labels(args.labels)
@@ -208,7 +211,30 @@ def cmd_demo(args) -> int:
     print(f"squeezeforge demo: SqueezeNet {args.model}, weights: {_weights_label(fm)}, image: {path}")
     _print_top("float top-5:", ftop, fm.synthetic)
     _print_top("int8 (golden model, bit-exact reference for the hardware) top-5:", gtop, fm.synthetic)
-    return 0
+    if cfg is None:
+        return 0
+    from squeezeforge.sim.simulate import SimulationError, run_rtl_inference
+    log(f"hardware: the {cfg.name} engine ({cfg.in_lanes}x{cfg.out_lanes} MACs, {cfg.weight_mode} "
+        f"weights, {cfg.dev.name}): Verilog, Verilator build (about a minute the first time), "
+        f"whole-network simulation ...")
+    try:
+        rtl = run_rtl_inference(qm, x, cfg, args.size, k=5, labels=labels,
+                                progress=sys.stderr.isatty())
+    except SimulationError as e:
+        raise UserError(str(e).splitlines()[0]) from None
+    _print_top(f"RTL simulation of the {cfg.name} engine (Verilator) top-5:", rtl["top"],
+               fm.synthetic)
+    print(f"  {rtl['cycles']:,} cycles = {rtl['latency_ms']:.2f} ms at {cfg.clock_mhz:g} MHz "
+          f"(SqueezeJet-2: 7.05 M cycles on a Zynq-7020); every layer "
+          f"{'bit-exact against the golden model' if rtl['bit_exact'] else 'NOT bit-exact: run squeezeforge simulate'}"
+          f"; Verilator build {rtl['build_s']:.0f} s, simulation {rtl['sim_s']:.0f} s")
+    if args.out:
+        from squeezeforge.host import hwcli
+        hwcli.cmd_generate(argparse.Namespace(config=args.config, out=args.out, json=False,
+                                              **{k: getattr(args, k) for k in (
+                                                  "model", "weights", "no_download", "size",
+                                                  "labels")}, calib=None))
+    return 0 if rtl["bit_exact"] else 1
 
 
 def cmd_bench(args) -> int:
@@ -256,8 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_quantize)
 
-    p = sub.add_parser("demo", help="weights -> int8 -> float and int8 top-5 for a photograph")
+    p = sub.add_parser("demo", help="weights -> int8 -> float and int8 top-5 for a photograph -> "
+                                    "the engine's RTL simulated on the whole network")
     _model_args(p)
+    p.add_argument("--config", default="z7020", help="engine configuration (a preset)")
+    p.add_argument("--no-rtl", action="store_true", help="skip the RTL simulation")
+    p.add_argument("--out", help="also write the engine's Verilog and memory images here")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("bench", help="benchmark figures: golden model speed, cycle model, "

@@ -55,6 +55,22 @@ def test_infer_golden_matches_float(models):
 
 
 @pytest.mark.slow
+def test_demo_runs_the_whole_flow(models, tmp_path):
+    """The README's demo: float and int8 top-5, then the z7020 engine's RTL on the whole
+    network, whose top-5 block equals the golden model's, bit-exact; --out writes the Verilog."""
+    r = run("demo", "--out", tmp_path / "hw")
+    assert r.returncode == 0, r.stderr
+    blocks = r.stdout.split("top-5:")
+    assert len(blocks) == 4, r.stdout                      # header, float, int8, RTL
+    rows = [[l.split()[0] for l in b.splitlines()[1:6]] for b in blocks[1:]]
+    assert rows[0][0] == "834" and rows[1][0] == "834"
+    assert rows[2] == rows[1], r.stdout                      # RTL top-5 = golden top-5
+    assert "bit-exact against the golden model" in r.stdout
+    assert (tmp_path / "hw" / "squeezeforge_engine.v").stat().st_size > 100_000
+    assert (tmp_path / "hw" / "engine.json").is_file()
+
+
+@pytest.mark.slow
 def test_infer_rtl_equals_golden(models):
     """--backend rtl: the z7020 engine's RTL (Verilator; the build is shared with the other
     whole-network tests) gives exactly the golden model's top-5, bit-exact on every layer, and
