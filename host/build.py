@@ -63,13 +63,14 @@ def estimate_engine(verilog: str, device: str) -> dict:
 
 
 def make_engine(cfg: EngineConfig, program=None):
-    """The real engine for ``cfg`` with ``program``'s memory images (resident weights,
-    parameters)."""
+    """The real engine for ``cfg`` with ``program``'s resident weights as memory contents
+    (parameters are loaded by the program's PARAMS command, streamed weights by its
+    prefetches: a streamed-mode bitstream runs any model)."""
     from squeezeforge.hw.engine import Engine
     if program is None:
         return Engine(cfg)
     weights = program.weight_image if cfg.weight_mode == "resident" else None
-    return Engine(cfg, weight_init=weights, param_init=program.param_image)
+    return Engine(cfg, weight_init=weights)
 
 
 def fit_report(board: Board, cfg: EngineConfig, clock_mhz: float, *, net=None, size=227,
@@ -284,7 +285,7 @@ def write_tree(board: Board | str, out, engine, cfg: EngineConfig, *, clock_mhz:
     put(f"rtl/{TOP_MODULE}.v", tv)
     put("lint/vivado_stand_ins.v", lint_models(ps))
     if program is not None:
-        put("mem/params.bin", np.ascontiguousarray(program.param_image).tobytes())
+        put("mem/params.bin", program.params_blob)
         if cfg.weight_mode == "resident":
             put("mem/weights.bin", np.ascontiguousarray(program.weight_image).tobytes())
     if qm is not None:

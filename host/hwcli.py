@@ -24,12 +24,13 @@ def _config(spec: str):
 
 
 def build_engine(cfg, program=None):
-    """The Engine component for ``cfg``, with the program's memory images as initial contents."""
+    """The Engine component for ``cfg``, with the program's resident weights as initial
+    contents (parameters are loaded by the program's PARAMS command)."""
     from squeezeforge.hw.engine import Engine
     if program is None:
         return Engine(cfg)
     weight_init = program.weight_image if cfg.weight_mode == "resident" else None
-    return Engine(cfg, weight_init=weight_init, param_init=program.param_image)
+    return Engine(cfg, weight_init=weight_init)
 
 
 def describe(cfg) -> dict:

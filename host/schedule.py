@@ -182,6 +182,7 @@ class Program:
     input_layout: str                          # "im2col" or "hwc"
     first_conv: dict                           # name, k, stride, pad, cin of the first conv
     weights_blob: bytes = b""                  # streamed: the tiles, as in DDR
+    params_blob: bytes = b""                   # the parameter memory, as PARAMS reads it
     notes: list[str] = field(default_factory=list)
 
     # -- addresses --------------------------------------------------------------------------
@@ -206,8 +207,9 @@ class Program:
 
     @property
     def image_size(self) -> int:
-        """Bytes from ``base_addr`` covered by :meth:`ddr_image` (commands, input, weights)."""
-        names = {"commands", "input", "weights"}
+        """Bytes from ``base_addr`` covered by :meth:`ddr_image` (commands, input, weights,
+        parameters)."""
+        names = {"commands", "input", "weights", "params"}
         return max(r.addr + r.size for r in self.regions if r.name in names) - self.base_addr
 
     # -- memory images ----------------------------------------------------------------------
@@ -248,7 +250,8 @@ class Program:
 
     def ddr_image(self, x_int8: np.ndarray | None = None) -> bytes:
         """Everything the host writes before start, from ``base_addr``: the command list, the
-        input (zero without ``x_int8``) and the streamed weights (``image_size`` bytes)."""
+        input (zero without ``x_int8``), the streamed weights and the parameter words
+        (``image_size`` bytes)."""
         img = bytearray(self.image_size)
         cmd = self.region("commands")
         off = cmd.addr - self.base_addr
@@ -262,6 +265,9 @@ class Program:
         if self.weights_blob:
             off = self.region("weights").addr - self.base_addr
             img[off:off + len(self.weights_blob)] = self.weights_blob
+        if self.params_blob:
+            off = self.region("params").addr - self.base_addr
+            img[off:off + len(self.params_blob)] = self.params_blob
         return bytes(img)
 
     def new_ddr(self, x_int8: np.ndarray | None = None) -> bytearray:
@@ -613,7 +619,7 @@ def compile_program(qm: QuantModel, cfg: EngineConfig, size=227, *, base_addr: i
             conv_passes(e3, Loc.SQUEEZE)
 
     # -- DDR layout ------------------------------------------------------------------------------
-    n_cmds = len(passes) + 1                 # END
+    n_cmds = len(passes) + 2                 # PARAMS first, END last
     load_first = streamed and passes and passes[0].pieces
     n_cmds += bool(load_first)
     regions: list[Region] = []
@@ -660,6 +666,8 @@ def compile_program(qm: QuantModel, cfg: EngineConfig, size=227, *, base_addr: i
         tiles = [(wa + o, n) for o, n in tiles]
     else:
         weights_blob = b""
+    params_blob = packed.param_stream()
+    params_addr = add("params", len(params_blob))
 
     for l in net.layers:
         blob = l.top
@@ -700,6 +708,8 @@ def compile_program(qm: QuantModel, cfg: EngineConfig, size=227, *, base_addr: i
         chans = min(pc.og1 * po, l.cout) - pc.og0 * po
         return chans * l.reduction * ho * wo
 
+    emit("params", (), op=Op.PARAMS, pf_addr=params_addr, pf_words=packed.n_params,
+         conv=dict(param_base=0))
     if load_first:
         a, n = tile_of[0]
         emit("load", (), (a, n), op=Op.LOAD, wbuf=1 - wbuf_of[0], pf_addr=a, pf_words=n)
@@ -740,4 +750,4 @@ def compile_program(qm: QuantModel, cfg: EngineConfig, size=227, *, base_addr: i
                       cin_image=cin0)
     return Program(cfg, net.name, tuple(hw_in), base_addr, commands, regions, tensors, signed,
                    packed, net.input_name, "im2col" if im2col else "hwc", first_info,
-                   weights_blob, notes)
+                   weights_blob, params_blob, notes)

@@ -33,8 +33,14 @@ when ``dump`` is 0); activation lanes past ``in_bytes`` are zero on chip; GAP ta
 from lane 0 of its parameter word. Output addresses are byte-granular: the write DMA uses byte
 strobes for partial beats (every SqueezeNet address is 8-byte aligned; odd channel counts are not).
 
-Parameter words (bias, M, shift per output lane) live in an on-chip parameter memory whose
-contents are part of the generated design (memory initial contents), in both weight modes.
+Parameter words (bias, M, shift per output lane) live in an on-chip parameter memory that the
+program loads itself, so one bitstream runs any model:
+``PARAMS``  no computation: load ``pf_words`` parameter words from DDR at ``pf_addr`` into the
+            parameter memory from word ``conv.param_base`` on. A word is ``Po`` 64-bit
+            little-endian beats, lane o in beat o: bias (int32, bits 0-31), M (bits 32-47), shift
+            (bits 48-53), bits 54-63 zero (:meth:`squeezeforge.quant.pack.PackedWeights.param_stream`).
+            The compiler puts one PARAMS first in every program. (An engine built with
+            ``param_init`` also starts with those contents.)
 ``LOAD``    no computation: only the weight prefetch below (used before the first streamed tile).
 ``END``     stop; the engine raises ``done`` (and the interrupt when enabled).
 
@@ -61,6 +67,7 @@ class Op(enum.Enum, shape=3):
     MAXPOOL = 3
     GAP = 4
     LOAD = 5
+    PARAMS = 6
 
 
 class Loc(enum.Enum, shape=1):

@@ -45,6 +45,12 @@ Weights
     ``2 * weight_words`` words, buffer b at word ``b * weight_words``; the prefetch writes
     ``pf_words`` words (one DMA request per word, interleaved with the input rows so the
     compute is not starved) into buffer ``1 - wbuf`` while the command computes from ``wbuf``.
+Parameters
+    ``param_depth`` words (default ``EngineConfig.PARAM_WORDS``) of Po lanes of 54 bits, in
+    block RAM with a write port: the PARAMS command loads them through the same prefetch path
+    (one DMA request of Po beats per word, lane o from beat o), so the Verilog does not depend
+    on the model (``param_init`` can still preload them, e.g. for a bitstream with a fixed
+    model).
 Output
     Records (Po bytes per og group, or Pi bytes per channel word) become a byte stream per
     pixel; the DDR packer aligns it to the pixel's address (``addr mod 8``) and emits 64-bit
@@ -292,7 +298,7 @@ class Engine(wiring.Component):
         else:
             self._param_init = []
         if param_depth is None:
-            param_depth = max(2, len(self._param_init)) if param_init is not None else 256
+            param_depth = max(cfg.PARAM_WORDS, len(self._param_init))
         _check_int("param_depth", param_depth, 2)
         if len(self._param_init) > param_depth:
             raise EngineError(f"param_init holds {len(self._param_init)} entries, param_depth "
@@ -363,7 +369,12 @@ class Engine(wiring.Component):
                 if n > self._squeeze_depth:
                     raise EngineError(f"{where}: writes {n} squeeze words, the buffer holds "
                                       f"{self._squeeze_depth}")
-            if f["pf_words"] > cfg.weight_words:
+            if op == Op.PARAMS:
+                if cv["param_base"] + f["pf_words"] > self._param_depth:
+                    raise EngineError(f"{where}: loads parameter words {cv['param_base']}.."
+                                      f"{cv['param_base'] + f['pf_words'] - 1}, the memory "
+                                      f"holds {self._param_depth}")
+            elif f["pf_words"] > cfg.weight_words:
                 raise EngineError(f"{where}: prefetches {f['pf_words']} words into a "
                                   f"{cfg.weight_words}-word buffer")
 
@@ -399,6 +410,7 @@ class Engine(wiring.Component):
         ring_aw = exact_log2(self._ring_depth)
         sq_aw = ceil_log2(self._squeeze_depth)
         w_aw = ceil_log2(max(self._weight_depth, 2))
+        par_aw = ceil_log2(self._param_depth)
         p_aw = ceil_log2(self._param_depth)
         act_depth = 1 << max(ring_aw, sq_aw)
         L = max(pi, po)                                  # record width into the DDR packer
@@ -428,7 +440,8 @@ class Engine(wiring.Component):
         w_w = wmem.write_port(granularity=8 * BEAT_BYTES) if streamed else None
         m.submodules.params = pmem = Memory(shape=unsigned(po * PARAM_LANE_BITS),
                                             depth=self._param_depth, init=self._param_init)
-        p_bias = pmem.read_port()          # read only
+        p_w = pmem.write_port(granularity=PARAM_LANE_BITS)    # PARAMS: one lane per beat
+        p_bias = pmem.read_port()          # not transparent: no pass runs while PARAMS writes
         p_scale = pmem.read_port()
 
         # ---------------------------------------------------------------- compute
@@ -449,6 +462,7 @@ class Engine(wiring.Component):
         op_expand = cmd.op == Op.EXPAND
         op_max = cmd.op == Op.MAXPOOL
         op_gap = cmd.op == Op.GAP
+        op_params = cmd.op == Op.PARAMS
         src_sq = cmd.src == Loc.SQUEEZE
         dst_sq = op_conv & (cmd.dst == Loc.SQUEEZE)
         out_ddr = ~dst_sq | cmd.dump
@@ -482,9 +496,9 @@ class Engine(wiring.Component):
         with m.Elif(ld_valid):
             m.d.comb += [sel.eq(Tag.ACT), req.payload.addr.eq(ld_addr),
                          req.payload.length.eq(ld_len)]
-        with m.Else():
+        with m.Else():      # a weight word, or (PARAMS) a parameter word of Po beats
             m.d.comb += [sel.eq(Tag.WGT), req.payload.addr.eq(pf_cur),
-                         req.payload.length.eq(wword_bytes)]
+                         req.payload.length.eq(Mux(op_params, po * BEAT_BYTES, wword_bytes))]
         m.d.comb += req.valid.eq(tags.w_rdy & (fetch_req | ld_valid | pf_valid))
         req_acc = req.valid & req.ready
         m.d.comb += [tags.w_en.eq(req_acc), tags.w_data.eq(sel)]
@@ -687,19 +701,26 @@ class Engine(wiring.Component):
         # ---------------------------------------------------------------- weight prefetch
         pf_left = Signal(16)                # words still to request
         pf_rx = Signal(16)                  # words still to receive
-        pf_beat = Signal(range(max(wbeats, 2)))
-        pf_word = Signal(w_aw)
+        pf_beat = Signal(range(max(wbeats, po, 2)))
+        pf_word = Signal(max(w_aw, par_aw))
+        pf_last_beat = Mux(op_params, po - 1, wbeats - 1)
         m.d.comb += pf_valid.eq(pf_left != 0)
         with m.If(pf_acc):
-            m.d.sync += [pf_left.eq(pf_left - 1), pf_cur.eq(pf_cur + wword_bytes)]
+            m.d.sync += [pf_left.eq(pf_left - 1),
+                         pf_cur.eq(pf_cur + Mux(op_params, po * BEAT_BYTES, wword_bytes))]
         if streamed:
             m.d.comb += [
                 w_w.addr.eq(pf_word),
                 w_w.data.eq(rd.payload.data.replicate(wbeats)),
-                w_w.en.eq(Mux(beat_for[Tag.WGT], C(1, 1) << pf_beat, 0)),
+                w_w.en.eq(Mux(beat_for[Tag.WGT] & ~op_params, C(1, 1) << pf_beat, 0)),
             ]
+        m.d.comb += [
+            p_w.addr.eq(pf_word),
+            p_w.data.eq(rd.payload.data[:PARAM_LANE_BITS].replicate(po)),
+            p_w.en.eq(Mux(beat_for[Tag.WGT] & op_params, C(1, 1) << pf_beat, 0)),
+        ]
         with m.If(beat_for[Tag.WGT]):
-            with m.If(pf_beat == wbeats - 1):
+            with m.If(pf_beat == pf_last_beat):
                 m.d.sync += [pf_beat.eq(0), pf_word.eq(pf_word + 1), pf_rx.eq(pf_rx - 1)]
             with m.Else():
                 m.d.sync += pf_beat.eq(pf_beat + 1)
@@ -846,7 +867,7 @@ class Engine(wiring.Component):
                     with m.Case(Op.END):
                         m.d.sync += [done_set.eq(1), layer_cyc.eq(layer_cyc)]
                         m.next = "IDLE"
-                    with m.Case(Op.CONV, Op.EXPAND, Op.MAXPOOL, Op.GAP, Op.LOAD):
+                    with m.Case(Op.CONV, Op.EXPAND, Op.MAXPOOL, Op.GAP, Op.LOAD, Op.PARAMS):
                         m.next = "SETUP2"
                     with m.Default():
                         fail(Err.OPCODE)
@@ -913,7 +934,10 @@ class Engine(wiring.Component):
                     fail(Err.GEOMETRY, Geo.SQUEEZE_OUT)
                 with m.Elif(uses_w & (cv.weight_base + wtot > cfg.weight_words)):
                     fail(Err.GEOMETRY, Geo.WEIGHTS)
-                with m.Elif((cmd.pf_words > cfg.weight_words) if streamed else (cmd.pf_words != 0)):
+                with m.Elif(op_params & (cv.param_base + cmd.pf_words > self._param_depth)):
+                    fail(Err.GEOMETRY, Geo.PARAMS)
+                with m.Elif(~op_params & ((cmd.pf_words > cfg.weight_words) if streamed
+                                          else (cmd.pf_words != 0))):
                     fail(Err.GEOMETRY, Geo.PREFETCH)
                 with m.Elif(uses_p & (ptot > self._param_depth)):
                     fail(Err.GEOMETRY, Geo.PARAMS)
@@ -944,13 +968,15 @@ class Engine(wiring.Component):
                     # weights
                     pf_left.eq(cmd.pf_words), pf_rx.eq(cmd.pf_words), pf_cur.eq(cmd.pf_addr),
                     pf_beat.eq(0),
-                    pf_word.eq(Mux(cmd.wbuf, 0, cfg.weight_words) if streamed else 0),
+                    pf_word.eq(Mux(op_params, cv.param_base,
+                                   Mux(cmd.wbuf, 0, cfg.weight_words) if streamed else 0)),
                     # outputs
                     sq_wa.eq(0),
                     pidx.eq(0),
                     plane_base.eq(0),
                     n_pass.eq(Mux(op_expand, Mux(ilv, 1, 2),
-                                  Mux(op_gap, cv.n_ic, Mux(cmd.op == Op.LOAD, 0, 1)))),
+                                  Mux(op_gap, cv.n_ic,
+                                      Mux((cmd.op == Op.LOAD) | op_params, 0, 1)))),
                 ]
                 m.next = "PASS_SETUP"
             with m.State("PASS_SETUP"):

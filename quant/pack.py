@@ -20,7 +20,9 @@ Images (:meth:`PackedWeights.write_images`)
     ``weights_bank<o>.hex``: ``$readmemh`` file per bank, one word per line, ``lanes * 2`` hex
     digits, byte 0 in the least significant position. ``params.hex``: one entry per line,
     ``ceil(banks * PARAM_LANE_BITS / 4)`` hex digits, lane 0 least significant. ``weights.bin``:
-    the raw weight stream for DDR, word by word, bank 0 first, byte 0 first. ``layout.json``:
+    the raw weight stream for DDR, word by word, bank 0 first, byte 0 first. ``params.bin``: the
+    parameter stream for DDR that the engine's PARAMS command loads (:meth:`param_stream`: per
+    entry, per lane one 64-bit little-endian word). ``layout.json``:
     lanes, banks, bit layout and the layer table.
 """
 from __future__ import annotations
@@ -97,6 +99,15 @@ class PackedWeights:
             out.append(v)
         return out
 
+    def param_stream(self) -> bytes:
+        """The parameter memory as the engine's PARAMS command reads it from DDR: per entry,
+        per lane one 64-bit little-endian word (bias bits 0-31, M 32-47, shift 48-53)."""
+        p = self.params
+        lanes = ((p["bias"].astype(np.int64) & 0xFFFF_FFFF) << BIAS_OFFSET
+                 | p["mult"].astype(np.int64) << MULT_OFFSET
+                 | p["shift"].astype(np.int64) << SHIFT_OFFSET)
+        return np.ascontiguousarray(lanes.astype("<u8")).tobytes()
+
     def write_images(self, directory: str | Path) -> dict[str, Path]:
         """Write the memory images (see the module docstring); returns name -> path."""
         directory = Path(directory)
@@ -116,6 +127,9 @@ class PackedWeights:
         p = directory / "weights.bin"
         p.write_bytes(np.ascontiguousarray(self.words).tobytes())
         files["weights"] = p
+        p = directory / "params.bin"
+        p.write_bytes(self.param_stream())
+        files["params_stream"] = p
         p = directory / "layout.json"
         p.write_text(json.dumps(dict(
             lanes=self.lanes, banks=self.banks, n_words=self.n_words, n_params=self.n_params,
@@ -123,7 +137,8 @@ class PackedWeights:
             param_lane=dict(bits=PARAM_LANE_BITS, bias=[BIAS_OFFSET, numeric.ACC_BITS],
                             mult=[MULT_OFFSET, numeric.MULT_BITS], shift=[SHIFT_OFFSET, numeric.SHIFT_BITS]),
             files=dict(banks=[f"weights_bank{o}.hex" for o in range(self.banks)],
-                       params="params.hex", stream="weights.bin"),
+                       params="params.hex", stream="weights.bin",
+                       params_stream="params.bin"),
             layers={n: asdict(e) for n, e in self.layer_table.items()}), indent=1) + "\n")
         files["layout"] = p
         return files

@@ -181,6 +181,9 @@ def estimate_program(program) -> list[PassCycles]:
         in_beats = f["in_pix"] // BEAT_BYTES
         if op == Op.LOAD:
             end = DDR_READ_LATENCY + pf + READ_TAIL if pf else 0
+        elif op == Op.PARAMS:       # pf_words parameter words of Po beats
+            pf = f["pf_words"] * po
+            end = DDR_READ_LATENCY + pf + READ_TAIL if pf else 0
         elif op in (Op.CONV, Op.EXPAND, Op.MAXPOOL):
             k, stride, pad = cv["k"], cv["stride"], cv["pad"]
             if op == Op.MAXPOOL:

@@ -8,7 +8,8 @@ NumPy, and keeps the engine's state the way the hardware does:
   streamed mode, from two buffers of ``cfg.weight_words`` words that only the prefetch fills
   (``pf_words`` words from ``pf_addr`` into buffer ``1 - wbuf`` while the command runs); a
   command may read only the words its buffer was last loaded with;
-* parameters (bias, M, shift per lane) come from the parameter memory (its initial contents);
+* parameters (bias, M, shift per lane) come from the parameter memory, which starts zero (or
+  with given initial contents) and which a ``PARAMS`` command loads from DDR;
 * a Fire module's squeeze output goes to the on-chip squeeze buffer (``cfg.squeeze_buffer_bytes``)
   as activation words, and the EXPAND (or a CONV with ``src = SQUEEZE``) reads it from there.
 
@@ -44,7 +45,7 @@ import numpy as np
 from squeezeforge.hw.commands import COMMAND_BYTES, Loc, Op, decode
 from squeezeforge.hw.config import EngineConfig
 from squeezeforge.quant import numeric
-from squeezeforge.quant.pack import PARAM_DTYPE
+from squeezeforge.quant.pack import MULT_OFFSET, PARAM_DTYPE, SHIFT_OFFSET
 from squeezeforge.quant.reference import global_sum, im2col, maxpool
 
 __all__ = ["FuncSim", "FuncSimError", "run_program", "MAX_COMMANDS"]
@@ -211,7 +212,7 @@ class FuncSim:
         op, c = cmd["op"], cmd["conv"]
         signed = bool(c["act_signed"])
         streamed = self.cfg.weight_mode == "streamed"
-        if not streamed and (cmd["wbuf"] or cmd["pf_words"]):
+        if not streamed and op != Op.PARAMS and (cmd["wbuf"] or cmd["pf_words"]):
             raise FuncSimError(f"{self.where}: resident mode, but wbuf/pf_words are set")
         if op in (Op.CONV, Op.EXPAND, Op.MAXPOOL, Op.GAP) and cmd["src"] == Loc.DDR:
             rows = 1 if op == Op.GAP else max(c["k"], 1)
@@ -262,6 +263,22 @@ class FuncSim:
             self._write_pixels(mem, cmd["out_addr"], cmd["out_pix"], y.reshape(-1, 1, 1))
         elif op == Op.LOAD:
             pass
+        elif op == Op.PARAMS:
+            n, base0, po = cmd["pf_words"], c["param_base"], self.cfg.out_lanes
+            if base0 + n > len(self.params):
+                raise FuncSimError(f"{self.where}: loads parameter words {base0}..{base0 + n - 1}"
+                                   f", the memory holds {len(self.params)}")
+            if n == 0:
+                return
+            off = self._span(mem, cmd["pf_addr"], n * po * 8, "parameter words")
+            lanes = mem[off:off + n * po * 8].view("<u8").astype(np.int64).reshape(n, po)
+            rows = np.zeros((n, po), dtype=PARAM_DTYPE)
+            rows["bias"] = (lanes & 0xFFFF_FFFF).astype(np.uint32).view(np.int32)
+            rows["mult"] = (lanes >> MULT_OFFSET) & ((1 << numeric.MULT_BITS) - 1)
+            rows["shift"] = (lanes >> SHIFT_OFFSET) & ((1 << numeric.SHIFT_BITS) - 1)
+            self.params[base0:base0 + n] = rows
+            self.ddr_read += n * po * 8
+            return
         else:
             raise FuncSimError(f"{self.where}: unexpected op {op}")
         # the prefetch runs alongside the command; it lands in the buffer not in use
@@ -314,7 +331,11 @@ def run_program(program, ddr: bytearray, *, base: int | None = None) -> list[dic
     input channels x k*k x output pixels), steps (MAC-array cycles of issue), DDR bytes read and
     written, weight words prefetched.
     """
-    sim = FuncSim(program.cfg, program.param_image,
+    # the parameter memory starts zero, as the engine built without param_init: the program's
+    # PARAMS command loads it
+    params = np.zeros((max(program.cfg.PARAM_WORDS, program.packed.n_params),
+                       program.cfg.out_lanes), dtype=PARAM_DTYPE)
+    sim = FuncSim(program.cfg, params,
                   program.weight_image if program.cfg.weight_mode == "resident" else None)
     base = program.base_addr if base is None else base
     return sim.run(ddr, program.cmd_addr, base, [c.name for c in program.commands])

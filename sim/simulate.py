@@ -16,8 +16,10 @@ the cycle model's estimate, DDR bytes read and written from the functional model
 got, and the producing command's cycle window), ``top`` (top-5 from the RTL's output tensor,
 as ``infer`` prints it), ``wall_s``, ``build_s``, ``sim_s``, ``cycles_per_s``.
 
-Note the parameter memory (and, resident, the weight memory) is the engine's initial contents,
-part of its Verilog: another model or quantization is another build.
+In streamed mode the engine's Verilog does not depend on the model (parameters are loaded by
+the program's PARAMS command, weights streamed), so one Verilator build serves every model and
+image of a configuration; in resident mode the weight memory's initial contents are part of the
+Verilog, so another model is another build.
 """
 from __future__ import annotations
 
@@ -135,8 +137,9 @@ def simulate_program(program, qm, x_int8: np.ndarray, *, trace=None, trace_windo
     cfg = program.cfg
     resident = cfg.weight_mode == "resident"
     try:
-        engine = Engine(cfg, weight_init=program.weight_image if resident else None,
-                        param_init=program.param_image)
+        # parameters come from DDR (the program's PARAMS command): in streamed mode the
+        # Verilog, and so the Verilator build, is the same for every model and image
+        engine = Engine(cfg, weight_init=program.weight_image if resident else None)
         engine.check_program(program)
     except EngineError as e:
         raise SimulationError(f"engine cannot run this program: {e}") from None

@@ -156,15 +156,29 @@ def test_a_wrong_prefetch_is_caught(images):
     qm = squeezenet_qm("v1.1", images)
     x_int8, gold = squeezenet_gold("v1.1", 227, images)
     prog = compile_program(qm, PRESETS["z7020"], 227)
-    assert prog.commands[0].op == Op.LOAD
+    assert [c.op for c in prog.commands[:2]] == [Op.PARAMS, Op.LOAD]
     ddr = prog.new_ddr(x_int8)
-    f = prog.commands[0].fields
-    off = prog.cmd_addr - prog.base_addr
+    f = prog.commands[1].fields
+    off = prog.cmd_addr - prog.base_addr + COMMAND_BYTES
     ddr[off:off + COMMAND_BYTES] = encode(op=Op.LOAD, wbuf=f["wbuf"])
     # conv1 on z7020: 64 outputs = 4 groups x ceil(27 / 16) = 2 input words
-    with pytest.raises(FuncSimError, match=r"command 1 \(conv1\): reads weight words 0..8 of "
+    with pytest.raises(FuncSimError, match=r"command 2 \(conv1\): reads weight words 0..8 of "
                                            r"buffer 0, which holds 0 loaded words"):
         run_program(prog, ddr)
+    # a PARAMS that loads nothing: the parameter memory stays zero, conv1 finds shift 0
+    ddr = prog.new_ddr(x_int8)
+    off = prog.cmd_addr - prog.base_addr
+    ddr[off:off + COMMAND_BYTES] = encode(op=Op.PARAMS)
+    with pytest.raises(FuncSimError, match=r"command 2 \(conv1\): parameter words 0.. hold a "
+                                           r"zero shift"):
+        run_program(prog, ddr)
+    # one flipped parameter byte in DDR (fire2/squeeze1x1's bias, lane 0): its output changes
+    e = prog.packed.layer_table["fire2/squeeze1x1"]
+    ddr = prog.new_ddr(x_int8)
+    ddr[prog.region("params").addr - prog.base_addr + e.param_base * 16 * 8 + 2] ^= 0x10
+    run_program(prog, ddr)
+    assert not np.array_equal(prog.read_tensor(ddr, "fire2/squeeze1x1"),
+                              gold["fire2/squeeze1x1"])
     # flip one weight of fire3/expand (its tile) in DDR: fire3's concat changes
     cmd = next(c for c in prog.commands if c.name == "fire3/expand")
     ddr = prog.new_ddr(x_int8)

@@ -94,8 +94,9 @@ class RtlRun:
 
 def engine_for(prog, **kw) -> Engine:
     cfg = prog.cfg
+    # no param_init: the program's PARAMS command loads the parameter memory
     eng = Engine(cfg, weight_init=prog.weight_image if cfg.weight_mode == "resident" else None,
-                 param_init=prog.param_image, **kw)
+                 **kw)
     eng.check_program(prog)
     return eng
 
@@ -183,8 +184,13 @@ def test_engine_parameter_checks():
         Engine(SMALL["streamed"], weight_init=np.zeros((1, 4, 8), np.uint8))
     eng = Engine(cfg, param_init=np.zeros((5, 4), dtype=[("bias", np.int32), ("mult", np.uint32),
                                                        ("shift", np.uint8)]))
-    # 1024 bytes / 8 = 128 words (a power of two); squeeze 128 words; 5 parameter entries
-    assert (eng.ring_depth, eng.squeeze_depth, eng.weight_depth, eng.param_depth) == (128, 128, 128, 5)
+    # 1024 bytes / 8 = 128 words (a power of two); squeeze 128 words; the parameter memory is
+    # PARAM_WORDS deep (its initial contents only fill the first 5)
+    assert (eng.ring_depth, eng.squeeze_depth, eng.weight_depth, eng.param_depth) == \
+        (128, 128, 128, cfg.PARAM_WORDS)
+    with pytest.raises(EngineError, match="param_init holds 5 entries, param_depth is 4"):
+        Engine(cfg, param_init=np.zeros((5, 4), dtype=[("bias", np.int32), ("mult", np.uint32),
+                                                       ("shift", np.uint8)]), param_depth=4)
     assert Engine(SMALL["streamed"]).weight_depth == 60
     # a ring that is not a power of two is rounded down
     assert Engine(cfg.with_(act_buffer_bytes=1000)).ring_depth == 64
@@ -197,14 +203,14 @@ def test_check_program_refuses_with_numbers():
     # conv1 (im2col: 1x1 over 12x12 pixels of 27 channels = 4 words) needs 1 row of 48 words;
     # pool1 needs 3 rows of 12 x 2 words = 24 words each
     small = Engine(SMALL["streamed"].with_(act_buffer_bytes=256), param_init=prog.param_image)
-    with pytest.raises(EngineError, match=r"command 1 \(conv1\): needs 1 input rows of 48 words, "
+    with pytest.raises(EngineError, match=r"command 2 \(conv1\): needs 1 input rows of 48 words, "
                                           r"the ring buffer holds 32 words"):
         small.check_program(prog)
     small = Engine(SMALL["streamed"].with_(act_buffer_bytes=512), param_init=prog.param_image)
-    with pytest.raises(EngineError, match=r"command 2 \(pool1\): needs 3 input rows of 24 words, "
+    with pytest.raises(EngineError, match=r"command 3 \(pool1\): needs 3 input rows of 24 words, "
                                           r"the ring buffer holds 64 words"):
         small.check_program(prog)
-    few = Engine(SMALL["streamed"], param_init=prog.param_image[:3])
+    few = Engine(SMALL["streamed"], param_depth=3)
     with pytest.raises(EngineError, match=rf"program needs {prog.packed.n_params} parameter "
                                           r"entries, the parameter memory holds 3"):
         few.check_program(prog)
@@ -244,7 +250,7 @@ def test_tiny_network_bit_exact(mode, tmp_path):
     ops = [c.op for c in prog.commands]
     assert Op.EXPAND in ops and Op.GAP in ops and Op.MAXPOOL in ops
     if mode == "streamed":
-        assert ops[0] == Op.LOAD and sum(c.name.startswith("conv10[") for c in prog.commands) == 2
+        assert ops[:2] == [Op.PARAMS, Op.LOAD] and sum(c.name.startswith("conv10[") for c in prog.commands) == 2
     run = run_rtl(prog, x_int8, tmp_path / "run", errors=(mode == "streamed"))
     report(f"tiny {mode}", prog, run)
     checked = compare_all(prog, qm, x_int8, gold, run.ddr)
@@ -299,7 +305,8 @@ def test_fire2_z7020_cycles(mode, tmp_path):
     qm, pool1, gold, synthetic = fire2_case()
     cfg = resolve_config(f"z7020:weight_mode={mode}")
     prog = compile_program(qm, cfg, 56, dump=True)
-    assert [c.op for c in prog.commands if c.op != Op.LOAD] == [Op.CONV, Op.EXPAND, Op.END]
+    assert [c.op for c in prog.commands if c.op not in (Op.LOAD, Op.PARAMS)] == \
+        [Op.CONV, Op.EXPAND, Op.END]
     # the input blob is the uint8 pool1 output: lay it out like prepare_input would (HWC)
     t = prog.tensors["pool1"]
     ddr_img = bytearray(prog.ddr_image())

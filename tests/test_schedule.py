@@ -38,19 +38,24 @@ def test_v11_all_fused_pass_structure(qm11):
     """Resident, squeeze buffer big enough: one command per pass, in network order."""
     cfg = PRESETS["zu9eg"].with_(squeeze_buffer_bytes=56 * 56 * 32)
     prog = compile_program(qm11, cfg, 227, fuse="always")
-    want = ["conv1", "pool1", "fire2/squeeze1x1", "fire2/expand", "fire3/squeeze1x1",
+    want = ["params", "conv1", "pool1", "fire2/squeeze1x1", "fire2/expand", "fire3/squeeze1x1",
             "fire3/expand", "pool3", "fire4/squeeze1x1", "fire4/expand", "fire5/squeeze1x1",
             "fire5/expand", "pool5"]
     for i in range(6, 10):
         want += [f"fire{i}/squeeze1x1", f"fire{i}/expand"]
     want += ["conv10", "pool10", "end"]
     assert [c.name for c in prog.commands] == want
-    ops = {"conv1": Op.CONV, "conv10": Op.CONV, "pool10": Op.GAP, "end": Op.END}
+    ops = {"params": Op.PARAMS, "conv1": Op.CONV, "conv10": Op.CONV, "pool10": Op.GAP,
+           "end": Op.END}
     for c in prog.commands:
         f = c.fields
         op = ops.get(c.name, Op.MAXPOOL if c.name.startswith("pool") else
                      Op.EXPAND if c.name.endswith("expand") else Op.CONV)
         assert f["op"] == op, c.name
+        if c.name == "params":              # the parameter words, from the params region
+            assert (f["pf_words"], f["pf_addr"]) == (prog.packed.n_params,
+                                                     prog.region("params").addr)
+            continue
         assert f["wbuf"] == 0 and f["pf_words"] == 0, c.name           # resident
         if c.name.endswith("squeeze1x1"):
             assert (f["src"], f["dst"], f["dump"]) == (Loc.DDR, Loc.SQUEEZE, 1)
@@ -63,7 +68,8 @@ def test_v11_all_fused_pass_structure(qm11):
                 cat.addr, 2 * e, e, e, e)
             assert f["conv"]["n_og"] == f["n_og2"] == -(-e // cfg.out_lanes)
     # conv1 runs on im2col patches: 3x3x3 = 27 channels, 1x1 kernel over 113x113 pixels
-    c1 = prog.commands[0].fields["conv"]
+    assert prog.commands[0].op == Op.PARAMS
+    c1 = next(c for c in prog.commands if c.op == Op.CONV).fields["conv"]
     assert prog.input_layout == "im2col"
     assert (c1["k"], c1["stride"], c1["pad"], c1["h"], c1["w"], c1["n_ic"], c1["act_signed"]) == (
         1, 1, 0, 113, 113, 1, 1)
@@ -107,7 +113,7 @@ def test_streamed_tiles_and_prefetch_chain(qm11):
     table = pack(qm11, 16, 16)   # reference packing (conv1 is re-packed for im2col: skipped)
     img = prog.ddr_image()
     wreg = prog.region("weights")
-    assert prog.commands[0].op == Op.LOAD
+    assert [c.op for c in prog.commands[:2]] == [Op.PARAMS, Op.LOAD]
     covered: dict[str, list] = {}
     prev_end = wreg.addr
     users = [c for c in prog.commands if c.tile and c.op != Op.LOAD]
@@ -162,7 +168,7 @@ def test_prepare_input_layouts(qm11):
     raw = np.frombuffer(prog.prepare_input(x), np.int8).reshape(227, 227, 8)
     np.testing.assert_array_equal(raw[:, :, :3], x.transpose(1, 2, 0))
     assert not raw[:, :, 3:].any()
-    c1 = prog.commands[1].fields["conv"]            # after the LOAD
+    c1 = prog.commands[2].fields["conv"]            # after PARAMS and the LOAD
     assert (c1["k"], c1["stride"], c1["h"], c1["n_ic"]) == (3, 2, 227, 1)
     prog = compile_program(qm11, PRESETS["z7020"], 227)
     raw = np.frombuffer(prog.prepare_input(x), np.int8).reshape(113, 113, 32)
@@ -180,8 +186,9 @@ def test_prepare_input_layouts(qm11):
 def test_reports(qm11):
     prog = compile_program(qm11, PRESETS["z7020"], 227)
     d = json.loads(prog.to_json())
-    assert [r["name"] for r in d["regions"]][:3] == ["commands", "input", "weights"]
-    assert len(d["commands"]) == len(prog.commands) and d["commands"][0]["fields"]["op"] == "LOAD"
+    assert [r["name"] for r in d["regions"]][:4] == ["commands", "input", "weights", "params"]
+    assert len(d["commands"]) == len(prog.commands)
+    assert [c["fields"]["op"] for c in d["commands"][:2]] == ["PARAMS", "LOAD"]
     assert d["tensors"]["fire2/concat"]["c"] == 128
     s = prog.summary()
     for name in ("commands", "input", "weights", "fire9/concat", "conv10", "pool10"):
@@ -243,7 +250,7 @@ def test_refuse_field_overflow():
     x = np.random.default_rng(0).normal(0, 40, (3, 9, 9)).astype(np.float32)
     qm = quantize(synthetic_model(net), [x], size=9)
     prog = compile_program(qm, PRESETS["z7020"], (4, 511))
-    assert prog.commands[1].fields["conv"]["w"] == 511
+    assert prog.commands[2].fields["conv"]["w"] == 511     # after PARAMS and LOAD
     with pytest.raises(ScheduleError) as e:
         compile_program(qm, PRESETS["z7020"], (4, 600))
     assert _one_line(e) == "c: command field conv.w = 600 does not fit 9 bits"
