@@ -109,6 +109,46 @@ class Layer:
         self.ho, self.wo = self.expected.shape[1:]
 
 
+def drive_pass(core: ConvCore, bench, cmd: dict, grid, ready_prob: float, seed: int,
+               limit: int, name: str):
+    """Run one pass of ``core`` in ``bench`` with ``cmd``: o_stream ready with probability
+    ``ready_prob``; each record's lanes go to ``grid[og*Po:(og+1)*Po, y, x]``. Returns the
+    cycles from start to done and the records' (y, x, og) in stream order."""
+    po = core.out_lanes
+    order, info = [], {}
+    rng = np.random.default_rng(seed)
+
+    async def bench_proc(ctx):
+        ctx.set(core.cmd, cmd)
+        ctx.set(core.start, 1)
+        await ctx.tick()
+        ctx.set(core.start, 0)
+        cycle = 1
+        assert ctx.get(core.busy)
+        while True:
+            ready = ready_prob >= 1.0 or rng.random() < ready_prob
+            ctx.set(core.o_stream.ready, int(ready))
+            if ctx.get(core.o_stream.valid) and ready:
+                rec = ctx.get(core.o_stream.payload)
+                y, x, og = int(rec.y), int(rec.x), int(rec.og)
+                order.append((y, x, og))
+                grid[og * po:(og + 1) * po, y, x] = [int(v) for v in rec.data]
+            if ctx.get(core.done):
+                break
+            await ctx.tick()
+            cycle += 1
+            assert cycle < limit, f"{name}: no done after {cycle} cycles"
+        info["cycles"] = cycle
+        await ctx.tick()
+        assert not ctx.get(core.busy)
+
+    sim = Simulator(bench)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench_proc)
+    sim.run()
+    return info["cycles"], order
+
+
 def run_conv(core: ConvCore, layers, ready_prob=1.0, seed=0, weight_base=0, param_base=0):
     """Run ``layers`` as consecutive passes of one core; return per layer the output grid
     (Cout, Ho, Wo) as uint8 bit patterns, the cycle count start -> done, and the stream order."""
@@ -125,43 +165,12 @@ def run_conv(core: ConvCore, layers, ready_prob=1.0, seed=0, weight_base=0, para
         bench = ConvBench(core, act, wgt, par)
         n_og, n_ic = cdiv(layer.cout, po), cdiv(layer.cin, pi)
         grid = np.full((n_og * po, layer.ho, layer.wo), -1, dtype=np.int64)
-        order, info = [], {}
-        rng = np.random.default_rng(seed)
         limit = 4 * core.pass_cycles(layer.ho, layer.wo, n_og, layer.k, n_ic) + 100
-
-        async def bench_proc(ctx, layer=layer, grid=grid, order=order, info=info,
-                             n_og=n_og, n_ic=n_ic, rng=rng, limit=limit):
-            ctx.set(core.cmd, dict(h=layer.h, w=layer.wd, n_ic=n_ic, k=layer.k,
-                                   stride=layer.stride, pad=layer.pad, ho=layer.ho, wo=layer.wo,
-                                   n_og=n_og, weight_base=weight_base, param_base=param_base,
-                                   act_signed=int(layer.signed), relu=int(layer.relu)))
-            ctx.set(core.start, 1)
-            await ctx.tick()
-            ctx.set(core.start, 0)
-            cycle = 1
-            assert ctx.get(core.busy)
-            while True:
-                ready = ready_prob >= 1.0 or rng.random() < ready_prob
-                ctx.set(core.o_stream.ready, int(ready))
-                if ctx.get(core.o_stream.valid) and ready:
-                    rec = ctx.get(core.o_stream.payload)
-                    y, x, og = int(rec.y), int(rec.x), int(rec.og)
-                    order.append((y, x, og))
-                    grid[og * po:(og + 1) * po, y, x] = [int(v) for v in rec.data]
-                if ctx.get(core.done):
-                    break
-                await ctx.tick()
-                cycle += 1
-                assert cycle < limit, f"{layer.name}: no done after {cycle} cycles"
-            info["cycles"] = cycle
-            await ctx.tick()
-            assert not ctx.get(core.busy)
-
-        sim = Simulator(bench)
-        sim.add_clock(1e-8)
-        sim.add_testbench(bench_proc)
-        sim.run()
-        results.append((grid, info["cycles"], order))
+        cmd = dict(h=layer.h, w=layer.wd, n_ic=n_ic, k=layer.k, stride=layer.stride,
+                   pad=layer.pad, ho=layer.ho, wo=layer.wo, n_og=n_og, weight_base=weight_base,
+                   param_base=param_base, act_signed=int(layer.signed), relu=int(layer.relu))
+        cycles, order = drive_pass(core, bench, cmd, grid, ready_prob, seed, limit, layer.name)
+        results.append((grid, cycles, order))
     return results
 
 
@@ -291,36 +300,9 @@ def test_interleaved_expand_pass(ready_prob):
     bench = ConvBench(core, act, wgt, par)
     n_ic, n_og = cdiv(case.cin, pi), case.n_og1 + case.n_og2
     grid = np.full((n_og * po, case.h, case.w), -1, dtype=np.int64)
-    order, info = [], {}
-    prng = np.random.default_rng(3)
-
-    async def bench_proc(ctx):
-        ctx.set(core.cmd, dict(h=case.h, w=case.w, n_ic=n_ic, k=3, stride=1, pad=1,
-                               ho=case.h, wo=case.w, n_og=n_og, weight_base=0, param_base=0,
-                               act_signed=0, relu=1, n_og1=case.n_og1))
-        ctx.set(core.start, 1)
-        await ctx.tick()
-        ctx.set(core.start, 0)
-        cycle = 1
-        while True:
-            ready = ready_prob >= 1.0 or prng.random() < ready_prob
-            ctx.set(core.o_stream.ready, int(ready))
-            if ctx.get(core.o_stream.valid) and ready:
-                rec = ctx.get(core.o_stream.payload)
-                y, x, og = int(rec.y), int(rec.x), int(rec.og)
-                order.append((y, x, og))
-                grid[og * po:(og + 1) * po, y, x] = [int(v) for v in rec.data]
-            if ctx.get(core.done):
-                break
-            await ctx.tick()
-            cycle += 1
-            assert cycle < 10_000
-        info["cycles"] = cycle
-
-    sim = Simulator(bench)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench_proc)
-    sim.run()
+    cmd = dict(h=case.h, w=case.w, n_ic=n_ic, k=3, stride=1, pad=1, ho=case.h, wo=case.w,
+               n_og=n_og, weight_base=0, param_base=0, act_signed=0, relu=1, n_og1=case.n_og1)
+    cycles, order = drive_pass(core, bench, cmd, grid, ready_prob, 3, 10_000, "interleaved")
     assert order == [(y, x, og) for y in range(case.h) for x in range(case.w)
                      for og in range(n_og)]
     e1 = case.n_og1 * po
@@ -331,4 +313,4 @@ def test_interleaved_expand_pass(ready_prob):
     if ready_prob >= 1.0:
         steps = case.h * case.w * n_ic * (case.n_og1 + 9 * case.n_og2)
         assert ConvCore.steps(case.h, case.w, n_og, 3, n_ic, case.n_og1) == steps
-        assert info["cycles"] == core.pass_cycles(case.h, case.w, n_og, 3, n_ic, case.n_og1)
+        assert cycles == core.pass_cycles(case.h, case.w, n_og, 3, n_ic, case.n_og1)
