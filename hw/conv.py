@@ -274,15 +274,36 @@ class ConvCore(wiring.Component):
         w_addr = Signal(WEIGHT_BASE_BITS)
 
         # 1x1 groups of an interleaved pass: one tap (the centre), kh = kw = 0 in the counters
-        one_tap = og < cmd.n_og1
-        next_one_tap = (og + 1) < cmd.n_og1      # the next group (same pixel)
-        starts_one_tap = cmd.n_og1 != 0          # group 0 of a pixel
-        wrap_icb = icb == cmd.n_ic - 1
-        wrap_kw = wrap_icb & (one_tap | (kw == cmd.k - 1))
-        wrap_kh = wrap_kw & (one_tap | (kh == cmd.k - 1))
-        wrap_og = wrap_kh & (og == cmd.n_og - 1)
-        wrap_ox = wrap_og & (ox == cmd.wo - 1)
-        wrap_oy = wrap_ox & (oy == cmd.ho - 1)
+        # Loop-end flags are registers, updated with their counters (``l_x``: x is at its last
+        # value), so the wrap chain below is a few gates instead of a chain of comparators:
+        # the issue logic is the engine's critical path. ``u_x``: x's limit is 1 (the value a
+        # flag takes when x restarts at 0); ``p_x``: x is at its penultimate value (the value
+        # the flag takes when x counts up).
+        l_icb, l_kw, l_kh, l_og, l_ox, l_oy = (Signal(name=f"l_{n}") for n in
+                                               ("icb", "kw", "kh", "og", "ox", "oy"))
+        u_icb, u_k, u_og, u_ox = (Signal(name=f"u_{n}") for n in ("icb", "k", "og", "ox"))
+        one_tap = Signal()                       # og < n_og1: a 1x1 group of an interleaved pass
+        next_one_tap = Signal()                  # og + 1 < n_og1: the next group (same pixel)
+        starts_one_tap = Signal()                # n_og1 != 0: group 0 of a pixel
+        second_one_tap = Signal()                # n_og1 > 1: group 1 of a pixel
+        p_icb = icb == cmd.n_ic - 2
+        p_kw = kw == cmd.k - 2
+        p_kh = kh == cmd.k - 2
+        p_og = og == cmd.n_og - 2
+        p_ox = ox == cmd.wo - 2
+        p_oy = oy == cmd.ho - 2
+        wrap_icb = l_icb
+        wrap_kw = wrap_icb & (one_tap | l_kw)
+        wrap_kh = wrap_kw & (one_tap | l_kh)
+        wrap_og = wrap_kh & l_og
+        wrap_ox = wrap_og & l_ox
+        wrap_oy = wrap_ox & l_oy
+        # flag updates when the inner counters restart at 0 (a new tap row / group / pixel)
+        restart_icb = [l_icb.eq(u_icb)]
+        restart_kw = restart_icb + [l_kw.eq(u_k)]
+        restart_kh = restart_kw + [l_kh.eq(u_k)]
+        restart_og = restart_kh + [l_og.eq(u_og), one_tap.eq(starts_one_tap),
+                                   next_one_tap.eq(second_one_tap)]
         stride2 = cmd.stride[1]
         inside = (iy >= 0) & (iy < cmd.h) & (ix >= 0) & (ix < cmd.w)
         first = (icb == 0) & (kw == 0) & (kh == 0)
@@ -312,6 +333,9 @@ class ConvCore(wiring.Component):
                 m.d.sync += [
                     row_words.eq(cmd.w * cmd.n_ic),
                     col_step.eq(cmd.n_ic << stride2),
+                    u_icb.eq(cmd.n_ic == 1), u_k.eq(cmd.k == 1), u_og.eq(cmd.n_og == 1),
+                    u_ox.eq(cmd.wo == 1),
+                    starts_one_tap.eq(cmd.n_og1 != 0), second_one_tap.eq(cmd.n_og1 > 1),
                 ]
                 m.next = "ORIGIN"
             with m.State("ORIGIN"):
@@ -328,6 +352,7 @@ class ConvCore(wiring.Component):
                     a_tap.eq(origin), a_row.eq(origin), a_pix.eq(origin),
                     a_line.eq(origin),
                     w_addr.eq(cmd.weight_base),
+                    *restart_og, l_ox.eq(u_ox), l_oy.eq(cmd.ho == 1),
                 ]
                 m.next = "RUN"
             with m.State("RUN"):
@@ -335,18 +360,22 @@ class ConvCore(wiring.Component):
                 with m.If(issue):
                     m.d.sync += w_addr.eq(Mux(wrap_og, cmd.weight_base, w_addr + 1))
                     with m.If(~wrap_icb):
-                        m.d.sync += [icb.eq(icb + 1), a_addr.eq(a_addr + 1)]
+                        m.d.sync += [icb.eq(icb + 1), a_addr.eq(a_addr + 1), l_icb.eq(p_icb)]
                     with m.Elif(~wrap_kw):
                         nxt = a_tap + cmd.n_ic
                         m.d.sync += [icb.eq(0), kw.eq(kw + 1), ix.eq(ix + 1),
-                                     a_tap.eq(nxt), a_addr.eq(nxt)]
+                                     a_tap.eq(nxt), a_addr.eq(nxt), *restart_icb,
+                                     l_kw.eq(p_kw)]
                     with m.Elif(~wrap_kh):
                         nxt = a_row + row_words
                         m.d.sync += [icb.eq(0), kw.eq(0), kh.eq(kh + 1), ix.eq(ix0),
                                      iy.eq(iy + 1),
-                                     a_row.eq(nxt), a_tap.eq(nxt), a_addr.eq(nxt)]
+                                     a_row.eq(nxt), a_tap.eq(nxt), a_addr.eq(nxt),
+                                     *restart_kw, l_kh.eq(p_kh)]
                     with m.Elif(~wrap_og):
                         # a 1x1 group starts at the centre tap, a kxk group at its corner
+                        m.d.sync += [*restart_kh, l_og.eq(p_og), one_tap.eq(next_one_tap),
+                                     next_one_tap.eq(og + 2 < cmd.n_og1)]
                         m.d.sync += [icb.eq(0), kw.eq(0), kh.eq(0), og.eq(og + 1),
                                      ix.eq(ix0 + next_one_tap), iy.eq(iy0 + next_one_tap),
                                      a_row.eq(a_pix), a_tap.eq(a_pix),
@@ -354,6 +383,7 @@ class ConvCore(wiring.Component):
                     with m.Elif(~wrap_ox):
                         nxt = a_pix + col_step
                         nx = ix0 + cmd.stride
+                        m.d.sync += [*restart_og, l_ox.eq(p_ox)]
                         m.d.sync += [icb.eq(0), kw.eq(0), kh.eq(0), og.eq(0), ox.eq(ox + 1),
                                      ix0.eq(nx), ix.eq(nx + starts_one_tap),
                                      iy.eq(iy0 + starts_one_tap),
@@ -362,6 +392,7 @@ class ConvCore(wiring.Component):
                     with m.Elif(~wrap_oy):
                         nxt = a_line + line_step
                         ny = iy0 + cmd.stride
+                        m.d.sync += [*restart_og, l_ox.eq(u_ox), l_oy.eq(p_oy)]
                         m.d.sync += [icb.eq(0), kw.eq(0), kh.eq(0), og.eq(0), ox.eq(0),
                                      oy.eq(oy + 1),
                                      iy0.eq(ny), iy.eq(ny + starts_one_tap), ix0.eq(-cmd.pad),
