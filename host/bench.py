@@ -221,20 +221,59 @@ def _simulate(args, *, progress: bool, fresh_build: bool, simulator: str = "veri
                         labels=find_labels(args.labels))
 
 
+def probe_network():
+    """A small network for the simulator comparison: conv1 3x3 (3 -> 16, stride 2), a Fire
+    module (squeeze 16, expand 32 + 32), max-pool, conv10 1x1 (64 -> 10), GAP; 15x15 input."""
+    from squeezeforge.quant.network import Concat, Conv, Network, Pool
+    f = "fire2"
+    layers = (Conv("conv1", "data", "conv1", 3, 16, 3, 2, 1),
+              Conv(f"{f}/squeeze1x1", "conv1", f"{f}/squeeze1x1", 16, 16, 1),
+              Conv(f"{f}/expand1x1", f"{f}/squeeze1x1", f"{f}/expand1x1", 16, 32, 1),
+              Conv(f"{f}/expand3x3", f"{f}/squeeze1x1", f"{f}/expand3x3", 16, 32, 3, 1, 1),
+              Concat(f"{f}/concat", (f"{f}/expand1x1", f"{f}/expand3x3"), f"{f}/concat"),
+              Pool("pool2", f"{f}/concat", "pool2", "max", 3, 2),
+              Conv("conv10", "pool2", "conv10", 64, 10, 1),
+              Pool("pool10", "conv10", "pool10", "ave", is_global=True))
+    return Network("probe", layers)
+
+
 def _icarus(args, quiet: bool) -> dict | None:
-    """The same simulation with Icarus Verilog, if ``iverilog`` is on PATH (None if not)."""
+    """Verilator and Icarus Verilog side by side on the same small program (``probe_network``
+    on ``--config``, 1 MB DDR model), if ``iverilog`` is on PATH (None if not): a whole
+    network on Icarus takes hours (it evaluates the 40 k-line engine at a few hundred cycles
+    per second), so the whole-network time is extrapolated from the measured rate."""
     if shutil.which("iverilog") is None:
         return None
-    from squeezeforge.sim.rtl import RtlError
-    from squeezeforge.sim.simulate import SimulationError
+    import numpy as np
     from squeezeforge.host.cli import log
-    log("simulating again with Icarus Verilog ...", quiet)
-    try:
-        r = _simulate(args, progress=False, fresh_build=False, simulator="icarus")
-    except (RtlError, SimulationError) as e:
-        return dict(error=str(e).splitlines()[0])
-    return dict(sim_s=r["sim_s"], build_s=r["build_s"], built=r["built"], cycles=r["cycles"],
-                bit_exact=r["bit_exact"])
+    from squeezeforge.host.schedule import compile_program
+    from squeezeforge.hw.config import resolve_config
+    from squeezeforge.quant import numeric
+    from squeezeforge.quant.model import synthetic_model
+    from squeezeforge.quant.quantize import quantize
+    from squeezeforge.sim.rtl import RtlError
+    from squeezeforge.sim.simulate import SimulationError, simulate_program
+    from squeezeforge.sim.tb import TbConfig
+    net = probe_network()
+    x = np.random.default_rng(1).normal(0, 40, (3, 15, 15)).astype(np.float32)
+    qm = quantize(synthetic_model(net, seed=2), [x], size=15)
+    program = compile_program(qm, resolve_config(args.config), 15)
+    x8 = numeric.quantize_input(x, qm.input_scale)
+    tb = TbConfig(base_addr=program.base_addr, mem_bytes=1 << 20)
+    out = {}
+    for sim in ("verilator", "icarus"):
+        log(f"simulator comparison: a small network on {sim} ...", quiet)
+        try:
+            with _environ(SQUEEZEFORGE_SIM=sim):
+                r = simulate_program(program, qm, x8, progress=False, tb=tb)
+        except (RtlError, SimulationError) as e:
+            return dict(error=f"{sim}: {str(e).splitlines()[0]}")
+        out[sim] = dict(cycles=r["cycles"], sim_s=r["sim_s"], build_s=r["build_s"],
+                        built=r["built"], bit_exact=r["bit_exact"],
+                        cycles_per_s=r["cycles"] / r["sim_s"] if r["sim_s"] else None)
+    v, i = out["verilator"], out["icarus"]
+    out["speed_ratio"] = (i["sim_s"] / v["sim_s"]) if v["sim_s"] else None
+    return out
 
 
 def _rtl_section(sim: dict, fresh_build: bool) -> dict:
@@ -398,9 +437,16 @@ def format_report(res: dict) -> str:
         elif "error" in ic:
             L.append(f"  {'icarus':<{w}}failed: {ic['error']}")
         else:
-            L.append(f"  {'icarus simulation':<{w}}{ic['sim_s']:8.1f} s  "
-                     f"({ic['cycles']:,} cycles, bit-exact: {'yes' if ic['bit_exact'] else 'NO'}"
-                     f"; build {ic['build_s']:.1f} s{'' if ic['built'] else ' cached'})")
+            iv, vv = ic["icarus"], ic["verilator"]
+            L.append(f"  {'small network, Verilator':<{w}}{vv['sim_s']:8.1f} s  "
+                     f"({vv['cycles']:,} cycles, bit-exact: {'yes' if vv['bit_exact'] else 'NO'})")
+            L.append(f"  {'small network, Icarus':<{w}}{iv['sim_s']:8.1f} s  "
+                     f"({iv['cycles']:,} cycles, bit-exact: {'yes' if iv['bit_exact'] else 'NO'}"
+                     f"; {ic['speed_ratio']:.0f}x Verilator's time)")
+            if iv["cycles_per_s"] and rtl:
+                L.append(f"  {'whole network on Icarus (est.)':<{w}}"
+                         f"{rtl['cycles'] / iv['cycles_per_s'] / 3600:8.1f} h at "
+                         f"{iv['cycles_per_s']:.0f} cycles/s")
 
     fm = res["fire_modules"]
     src = fm["source"]

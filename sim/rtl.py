@@ -121,7 +121,12 @@ def _build_args(sim: str) -> list[str]:
     if sim == "verilator":
         # same warning classes as hw.verilog.lint, for the same reasons
         return [f"-Wno-{w}" for w in SUPPRESSED_WARNINGS]
-    return []
+    # Icarus: Verilog-2005 mode (after the runner's -g2012, so it wins). Yosys's Verilog
+    # backend starts each `always @*` with a dummy `reg x = 0` initializer that must wake the
+    # block at time 0; in SystemVerilog mode Icarus 11 runs such initializers without an
+    # event, so a combinational output whose inputs never change stays X (amaranth-lang/
+    # amaranth#1629: the register block's s_axi_arready).
+    return ["-g2005"]
 
 
 def _tool_version(sim: str) -> str:

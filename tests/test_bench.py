@@ -175,6 +175,40 @@ def test_report_of_an_rtl_run(monkeypatch, capsys):
     json.dumps(res)                                              # JSON-ready
 
 
+def test_report_with_icarus_comparison(monkeypatch, capsys):
+    """With iverilog installed the bench compares the simulators on a small program; the
+    whole-network Icarus time is extrapolated from its measured rate."""
+    from squeezeforge.host.cli import build_parser
+    monkeypatch.setattr(bench, "_simulate", lambda args, **kw: _fake_sim(ROWS, 3010))
+    ic = dict(verilator=dict(cycles=4000, sim_s=2.0, build_s=40.0, built=True, bit_exact=True,
+                             cycles_per_s=2000.0),
+              icarus=dict(cycles=4000, sim_s=100.0, build_s=1.0, built=True, bit_exact=True,
+                          cycles_per_s=40.0),
+              speed_ratio=50.0)
+    monkeypatch.setattr(bench, "_icarus", lambda args, quiet: ic)
+    args = build_parser().parse_args(["bench", "--repeat", "1", "--no-download"])
+    res = bench.run_bench(args)
+    text = capsys.readouterr().out
+    assert res["icarus"] is ic
+    assert "small network, Icarus" in text and "50x Verilator's time" in text
+    # 3010 cycles at 40 cycles/s = 75 s = 0.0 h
+    assert "0.0 h at 40 cycles/s" in text
+
+
+def test_probe_network_compiles():
+    """The comparison's small network is a valid network the compiler accepts."""
+    import numpy as np
+    from squeezeforge.host.schedule import compile_program
+    from squeezeforge.hw.config import resolve_config
+    from squeezeforge.quant.model import synthetic_model
+    from squeezeforge.quant.quantize import quantize
+    net = bench.probe_network()
+    x = np.random.default_rng(1).normal(0, 40, (3, 15, 15)).astype(np.float32)
+    prog = compile_program(quantize(synthetic_model(net), [x], size=15),
+                           resolve_config("z7020"), 15)
+    assert any(c.op.name == "EXPAND" for c in prog.commands)
+
+
 def test_fresh_build_needs_the_rtl_run():
     r = subprocess.run([sys.executable, "-m", "squeezeforge.host.cli", "bench", "--no-rtl",
                         "--fresh-build", "--no-download"], capture_output=True, text=True,
