@@ -93,8 +93,9 @@ CONV_OVERHEAD = 17                       # ConvCore setup + pipeline drain (2 + 
 POOL_OVERHEAD = 8
 WRITE_TAIL = 9                           # last write beat -> B response -> DRAIN ends
 READ_TAIL = 5                            # last read beat (weight prefetch) -> DRAIN ends
-END_CYCLES = 60                          # START -> first fetch, END's fetch -> DONE (CYCLES
-                                         # counts them, no LAYER_CYCLES entry does)
+END_CYCLES = 33                          # START -> first fetch, END's fetch -> DONE, plus one
+                                         # cycle per command (its NEXT state): CYCLES counts
+                                         # them, no LAYER_CYCLES entry does
 GAP_ADJUST = 25                          # per-plane pass hand-over of the GAP (calibrated)
 RING_ADJUST = -2                         # gating start-up of a compute-bound pass from the ring
 OUTSTANDING = 8                          # read bursts in flight (hw/engine.py DMA_OUTSTANDING)
@@ -175,7 +176,8 @@ def estimate_program(program) -> list[PassCycles]:
         pf = _up(f["pf_words"] * wb, BEAT_BYTES)
         rd = wr = compute = 0
         if op == Op.END:
-            out.append(PassCycles(c.name, "end", 0, 0, 0, 0, 0, END_CYCLES))
+            out.append(PassCycles(c.name, "end", 0, 0, 0, 0, 0,
+                                  END_CYCLES + len(program.commands) - 1))
             continue
         fixed = COMMAND_FETCH + SETUP
         in_beats = f["in_pix"] // BEAT_BYTES
