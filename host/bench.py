@@ -27,7 +27,6 @@ a :func:`~squeezeforge.sim.simulate.simulate` result and are tested on hand-made
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shutil
 import statistics
@@ -191,31 +190,17 @@ def reference_comparison(cycles: int, clock_mhz: float) -> dict:
 
 
 # -- running --------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _environ(**kw):
-    """Set environment variables (and keep PATH, which the RTL flow prepends to) for a block."""
-    saved = {k: os.environ.get(k) for k in [*kw, "PATH"]}
-    os.environ.update({k: str(v) for k, v in kw.items()})
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def _simulate(args, *, progress: bool, fresh_build: bool, simulator: str = "verilator") -> dict:
     """One whole-network simulation; with ``fresh_build`` in a temporary build root."""
     from squeezeforge.host.cli import find_labels
     from squeezeforge.sim.simulate import simulate
     env = dict(SQUEEZEFORGE_SIM=simulator)
+    from squeezeforge.sim.rtl import environ
     with contextlib.ExitStack() as stack:
         if fresh_build:
             env["SQUEEZEFORGE_BUILD_DIR"] = stack.enter_context(
                 tempfile.TemporaryDirectory(prefix="sqzf-bench-build-"))
-        stack.enter_context(_environ(**env))
+        stack.enter_context(environ("PATH", **env))
         return simulate(args.model, args.weights, args.image, args.config, args.size,
                         progress=progress, download=not args.no_download,
                         labels=find_labels(args.labels))
@@ -252,6 +237,7 @@ def _icarus(args, quiet: bool) -> dict | None:
     from squeezeforge.quant.model import synthetic_model
     from squeezeforge.quant.quantize import quantize
     from squeezeforge.sim.rtl import RtlError
+    from squeezeforge.sim.rtl import environ as rtl_environ
     from squeezeforge.sim.simulate import SimulationError, simulate_program
     from squeezeforge.sim.tb import TbConfig
     net = probe_network()
@@ -264,7 +250,7 @@ def _icarus(args, quiet: bool) -> dict | None:
     for sim in ("verilator", "icarus"):
         log(f"simulator comparison: a small network on {sim} ...", quiet)
         try:
-            with _environ(SQUEEZEFORGE_SIM=sim):
+            with rtl_environ("PATH", SQUEEZEFORGE_SIM=sim):
                 r = simulate_program(program, qm, x8, progress=False, tb=tb)
         except (RtlError, SimulationError) as e:
             return dict(error=f"{sim}: {str(e).splitlines()[0]}")

@@ -82,6 +82,22 @@ def simulator() -> str:
     return sim
 
 
+@contextlib.contextmanager
+def environ(*keep: str, **kw):
+    """Set environment variables for a block and restore them (and the variables named in
+    ``keep``, e.g. PATH, which :func:`ensure_toolchain` prepends to) afterwards."""
+    saved = {k: os.environ.get(k) for k in [*kw, *keep]}
+    os.environ.update({k: str(v) for k, v in kw.items()})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def waves_enabled() -> bool:
     return os.environ.get("SQUEEZEFORGE_WAVES", "0").strip().lower() in ("1", "true", "yes", "on")
 

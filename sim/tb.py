@@ -39,7 +39,6 @@ hash, one directory per design) and runs a cocotb test module in it.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import time
@@ -291,20 +290,6 @@ def _lz4_shim() -> Path | None:
     return shim
 
 
-@contextlib.contextmanager
-def _env(**kw):
-    old = {k: os.environ.get(k) for k in kw}
-    os.environ.update({k: str(v) for k, v in kw.items()})
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 @dataclass
 class TbRun:
     build_dir: Path
@@ -335,7 +320,7 @@ def build_tb(verilog: str, cfg: TbConfig) -> tuple[Path, bool, float]:
     # A variable assignment in MAKEFLAGS counts as a command-line override for make.
     makeflags = " ".join(filter(None, [os.environ.get("MAKEFLAGS", ""),
                                        "CFG_CXXFLAGS_PCH_I=-include"]))
-    with _env(SQUEEZEFORGE_WAVES="1" if cfg.trace else "0", MAKEFLAGS=makeflags):
+    with rtl.environ(SQUEEZEFORGE_WAVES="1" if cfg.trace else "0", MAKEFLAGS=makeflags):
         return rtl.build(verilog, TB_TOP, extra_args=build_args(cfg))
 
 
