@@ -129,13 +129,15 @@ def cmd_infer(args) -> int:
         t = time.perf_counter()
         _, top = _top_golden(qm, x, args.top, labels)
     else:   # rtl: the engine's Verilog in Verilator, checked against the golden model
+        from squeezeforge.hw.config import resolve_config
         from squeezeforge.sim.simulate import SimulationError, run_rtl_inference
+        cfg = resolve_config(args.config).check_fit()
         qm = _quantize(fm, args, quiet)
-        log(f"simulating the {args.config} engine's RTL (first run builds it with Verilator) ...",
+        log(f"simulating the {cfg.name} engine's RTL (first run builds it with Verilator) ...",
             quiet)
         t = time.perf_counter()
         try:
-            rtl = run_rtl_inference(qm, x, args.config, args.size, k=args.top, labels=labels,
+            rtl = run_rtl_inference(qm, x, cfg, args.size, k=args.top, labels=labels,
                                     progress=not quiet and sys.stderr.isatty())
         except SimulationError as e:
             raise UserError(str(e).splitlines()[0]) from None

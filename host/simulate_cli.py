@@ -73,6 +73,10 @@ def cmd_simulate(args) -> int:
     if args.trace and not args.trace.endswith(".fst"):
         raise UserError(f"--trace writes FST: the file name must end in .fst, not {args.trace!r}")
     labels = find_labels(args.labels)
+    if not args.json:
+        print(f"simulating {args.model} on the {args.config} engine: weights, quantization, "
+              f"Verilog, Verilator build (cached after the first), RTL simulation ...",
+              file=sys.stderr, flush=True)
     try:
         res = simulate(args.model, args.weights, args.image, args.config, args.size,
                        trace=args.trace, trace_window=args.trace_window,

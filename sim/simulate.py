@@ -285,10 +285,11 @@ def simulate(model: str = "v1.1", weights=None, image=None, config="z7020", size
     from squeezeforge.quant.weights import load_weights
 
     t0 = time.perf_counter()
+    # a configuration that does not fit its device is refused first (ConfigError, one line)
+    cfg = (config if isinstance(config, EngineConfig) else resolve_config(config)).check_fit()
     fm = load_weights(model, weights, download=download, progress=progress)
     x, notes = load_image(image or default_image(), size)
     qm = quantize(fm, calib, size=size)
-    cfg = config if isinstance(config, EngineConfig) else resolve_config(config)
     program = compile_program(qm, cfg, size)
     x_int8 = numeric.quantize_input(x, qm.input_scale)
     out = simulate_program(program, qm, x_int8, trace=trace, trace_window=trace_window,
@@ -307,7 +308,7 @@ def run_rtl_inference(qm, x_float: np.ndarray, config="z7020", size=227, *, k: i
     from squeezeforge.host.schedule import compile_program
     from squeezeforge.hw.config import EngineConfig, resolve_config
     from squeezeforge.quant import numeric
-    cfg = config if isinstance(config, EngineConfig) else resolve_config(config)
+    cfg = (config if isinstance(config, EngineConfig) else resolve_config(config)).check_fit()
     program = compile_program(qm, cfg, size)
     x_int8 = numeric.quantize_input(x_float, qm.input_scale)
     res = simulate_program(program, qm, x_int8, progress=progress, labels=labels, k=k)

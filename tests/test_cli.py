@@ -185,3 +185,14 @@ def test_nan_weights(tmp_path):
     p = tmp_path / "nan.onnx"
     onnx.save(helper.make_model(g), str(p))
     assert_user_error(run("infer", "--weights", p), str(p), "fire5/expand3x3", "NaN")
+
+
+@pytest.mark.parametrize("argv", [
+    ["simulate", "--config", "z7020:in_lanes=64", "--no-download"],
+    ["infer", "--backend", "rtl", "--config", "z7020:in_lanes=64", "--no-download"],
+    ["demo", "--config", "z7020:in_lanes=64", "--no-download"],
+])
+def test_rtl_commands_refuse_a_configuration_that_does_not_fit(argv):
+    """64x16 MACs on the XC7Z020: refused before any Verilog is generated, with the numbers."""
+    r = run(*argv)
+    assert_user_error(r, "does not fit xc7z020", "DSP 544 > 220")
