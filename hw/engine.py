@@ -544,11 +544,22 @@ class Engine(wiring.Component):
         cap = Signal(range(MAX_CAP_ROWS + 1))
         cap_acc = Signal(2 * DIM_BITS + WORDS_BITS + 1)
         need_rows = Signal(WORDS_BITS)
+        # limits minus one as registers, so the loop ends below compare registers for
+        # equality (``x == n - 1`` with the subtraction in the path maps to a borrow chain
+        # of LUTs: the engine's deepest logic). Shadows follow their source one cycle late,
+        # which is early enough: nrows is set in SETUP2, the command (n_ic) in FETCH_WAIT, and
+        # p_nog in PASS_SETUP, each read by the loader or the output path only from LAUNCH /
+        # PASS_RUN on.
+        nrows_m1 = Signal(signed(WORDS_BITS + 1))
+        nic_m1 = Signal(signed(WORDS_BITS + 1))
+        m.d.sync += [nrows_m1.eq(nrows - 1), nic_m1.eq(cv.n_ic - 1)]
 
         # pass state
         pidx = Signal(WORDS_BITS)
         n_pass = Signal(WORDS_BITS + 1)
         p_nog = Signal(WORDS_BITS)
+        p_nog_m1 = Signal(signed(WORDS_BITS + 1))
+        m.d.sync += p_nog_m1.eq(p_nog - 1)
         p_nbytes = Signal(16)
         p_base = Signal(32)
         ccmd = Signal(ConvPass)
@@ -630,6 +641,7 @@ class Engine(wiring.Component):
         ld_row = Signal(WORDS_BITS + 1)
         ld_req = Signal(2 * DIM_BITS)
         ld_nreq = Signal(2 * DIM_BITS)
+        ld_nreq_m1 = Signal(signed(2 * DIM_BITS + 1))     # ld_nreq - 1, set with it
         ld_row_addr = Signal(32)
         ld_row_step = Signal(32)
         ld_req_step = Signal(16)
@@ -641,11 +653,11 @@ class Engine(wiring.Component):
             ld_len.eq(Mux(gather, Mux(ld_pixrem < pi, ld_pixrem, pi), ld_row_bytes)),
         ]
         with m.If(ld_acc):
-            with m.If(ld_req == ld_nreq - 1):
+            with m.If(ld_req == ld_nreq_m1):
                 nxt = ld_row_addr + ld_row_step
                 m.d.sync += [ld_req.eq(0), ld_row.eq(ld_row + 1), ld_row_addr.eq(nxt),
                              ld_addr.eq(nxt), ld_pixrem.eq(ld_pixrem - pi)]
-                with m.If(ld_row == nrows - 1):
+                with m.If(ld_row == nrows_m1):
                     m.d.sync += ld_active.eq(0)
             with m.Else():
                 m.d.sync += [ld_req.eq(ld_req + 1), ld_addr.eq(ld_addr + ld_req_step)]
@@ -657,6 +669,8 @@ class Engine(wiring.Component):
         rp_pix = Signal(2 * DIM_BITS)
         rp_npix = Signal(2 * DIM_BITS)
         rp_wbeats = Signal(WORDS_BITS + 3)  # on-chip beats per pixel
+        rp_npix_m1 = Signal(signed(2 * DIM_BITS + 1))     # rp_npix - 1, set with it
+        rp_wbeats_m1 = Signal(signed(WORDS_BITS + 4))     # rp_wbeats - 1, set with it
         rp_inbeats = Signal(signed(17))     # DDR beats per pixel (this row)
         rp_valid = Signal(signed(17))       # bytes of the pixel that are real (this row)
         rp_boff = Signal(WORDS_BITS + 6)    # byte offset of this beat in the pixel
@@ -682,14 +696,14 @@ class Engine(wiring.Component):
                 m.d.sync += [rp_sub.eq(0), rp_wa.eq(rp_wa + 1)]
             with m.Else():
                 m.d.sync += rp_sub.eq(rp_sub + 1)
-            with m.If(rp_beat == rp_wbeats - 1):
+            with m.If(rp_beat == rp_wbeats_m1):
                 m.d.sync += [rp_beat.eq(0), rp_boff.eq(0)]
-                with m.If(rp_pix == rp_npix - 1):
+                with m.If(rp_pix == rp_npix_m1):
                     m.d.sync += [rp_pix.eq(0), rows_loaded.eq(rows_loaded + 1)]
                     with m.If(gather):
                         m.d.sync += [rp_inbeats.eq(rp_inbeats - beats_per_word),
                                      rp_valid.eq(rp_valid - pi)]
-                    with m.If(rows_loaded == nrows - 1):
+                    with m.If(rows_loaded == nrows_m1):
                         m.d.sync += rp_active.eq(0)
                 with m.Else():
                     m.d.sync += rp_pix.eq(rp_pix + 1)
@@ -739,17 +753,17 @@ class Engine(wiring.Component):
             m.d.comb += [rec_valid.eq(mpool.o_stream.valid & core_en),
                          rec_data.eq(mpool.o_stream.payload.data),
                          rec_first.eq(mpool.o_stream.payload.icb == 0),
-                         rec_last.eq(mpool.o_stream.payload.icb == cv.n_ic - 1)]
+                         rec_last.eq(mpool.o_stream.payload.icb == nic_m1)]
         with m.Elif(op_gap):
             m.d.comb += [rec_valid.eq(gap.o_stream.valid),
                          rec_data.eq(gap.o_stream.payload.data),
                          rec_first.eq(pidx == 0),
-                         rec_last.eq(pidx == cv.n_ic - 1)]
+                         rec_last.eq(pidx == nic_m1)]
         with m.Else():
             m.d.comb += [rec_valid.eq(conv.o_stream.valid & core_en),
                          rec_data.eq(conv.o_stream.payload.data),
                          rec_first.eq(conv.o_stream.payload.og == 0),
-                         rec_last.eq(conv.o_stream.payload.og == p_nog - 1)]
+                         rec_last.eq(conv.o_stream.payload.og == p_nog_m1)]
         m.d.comb += [
             mpool.o_stream.ready.eq(rec_ready & core_en & op_max),
             gap.o_stream.ready.eq(rec_ready & op_gap),
@@ -956,13 +970,16 @@ class Engine(wiring.Component):
                     ld_row.eq(0), ld_req.eq(0),
                     ld_addr.eq(cmd.in_addr), ld_row_addr.eq(cmd.in_addr),
                     ld_nreq.eq(Mux(op_gap, hw, 1)),
+                    ld_nreq_m1.eq(Mux(op_gap, hw, 1) - 1),
                     ld_row_step.eq(Mux(op_gap, pi, cv.w * cmd.in_pix)),
                     ld_row_bytes.eq(cv.w * cmd.in_pix),
                     ld_req_step.eq(cmd.in_pix),
                     ld_pixrem.eq(cmd.in_pix),
                     rp_beat.eq(0), rp_sub.eq(0), rp_pix.eq(0), rp_boff.eq(0), rp_wa.eq(0),
                     rp_npix.eq(Mux(op_gap, hw, cv.w)),
+                    rp_npix_m1.eq(Mux(op_gap, hw, cv.w) - 1),
                     rp_wbeats.eq(Mux(op_gap, beats_per_word, cv.n_ic * beats_per_word)),
+                    rp_wbeats_m1.eq(Mux(op_gap, beats_per_word, cv.n_ic * beats_per_word) - 1),
                     rp_inbeats.eq(cmd.in_pix >> 3),
                     rp_valid.eq(cmd.in_bytes),
                     # weights

@@ -148,11 +148,21 @@ class MaxPool(wiring.Component):
         a_addr, a_row, a_win, a_pix, a_line = (Signal(aw, name=n) for n in
                                                ("a_addr", "a_row", "a_win", "a_pix", "a_line"))
         last_k = self.KERNEL - 1
+        # Loop-end flags are registers updated with their counters (as in ConvCore): ``l_x``:
+        # x is at its last value; ``u_x``: x's limit is 1 (the flag's value when x restarts).
+        # The wrap chain is then a few gates instead of a chain of comparators.
+        l_icb, l_ox, l_oy = (Signal(name=f"l_{n}") for n in ("icb", "ox", "oy"))
+        u_icb, u_ox = Signal(name="u_icb"), Signal(name="u_ox")
+        # penultimate values as registers (``x == limit - 2`` against a register is a plain
+        # equality, not a borrow chain)
+        nic_m2 = Signal(signed(WORDS_BITS + 2), name="nic_m2")
+        wo_m2 = Signal(signed(DIM_BITS + 2), name="wo_m2")
+        ho_m2 = Signal(signed(DIM_BITS + 2), name="ho_m2")
         wrap_kw = kw == last_k
         wrap_kh = wrap_kw & (kh == last_k)
-        wrap_icb = wrap_kh & (icb == cmd.n_ic - 1)
-        wrap_ox = wrap_icb & (ox == cmd.wo - 1)
-        wrap_oy = wrap_ox & (oy == cmd.ho - 1)
+        wrap_icb = wrap_kh & l_icb
+        wrap_ox = wrap_icb & l_ox
+        wrap_oy = wrap_ox & l_oy
         inside = (iy < cmd.h) & (ix < cmd.w)
 
         issue = Signal()
@@ -172,11 +182,15 @@ class MaxPool(wiring.Component):
                     m.next = "SETUP"
             with m.State("SETUP"):
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += row_words.eq(cmd.w * cmd.n_ic)
+                m.d.sync += [row_words.eq(cmd.w * cmd.n_ic),
+                             u_icb.eq(cmd.n_ic == 1), u_ox.eq(cmd.wo == 1),
+                             nic_m2.eq(cmd.n_ic - 2), wo_m2.eq(cmd.wo - 2),
+                             ho_m2.eq(cmd.ho - 2)]
                 m.next = "ORIGIN"
             with m.State("ORIGIN"):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += [
+                    l_icb.eq(u_icb), l_ox.eq(u_ox), l_oy.eq(cmd.ho == 1),
                     kw.eq(0), kh.eq(0), icb.eq(0), ox.eq(0), oy.eq(0),
                     ix0.eq(0), iy0.eq(0), ix.eq(0), iy.eq(0),
                     a_addr.eq(0), a_row.eq(0), a_win.eq(0), a_pix.eq(0), a_line.eq(0),
@@ -193,11 +207,13 @@ class MaxPool(wiring.Component):
                                      a_row.eq(nxt), a_addr.eq(nxt)]
                     with m.Elif(~wrap_icb):
                         nxt = a_win + 1
+                        m.d.sync += l_icb.eq(icb == nic_m2)
                         m.d.sync += [kw.eq(0), kh.eq(0), icb.eq(icb + 1), ix.eq(ix0),
                                      iy.eq(iy0), a_win.eq(nxt), a_row.eq(nxt), a_addr.eq(nxt)]
                     with m.Elif(~wrap_ox):
                         nxt = a_pix + (cmd.n_ic << 1)
                         nx = ix0 + self.STRIDE
+                        m.d.sync += [l_icb.eq(u_icb), l_ox.eq(ox == wo_m2)]
                         m.d.sync += [kw.eq(0), kh.eq(0), icb.eq(0), ox.eq(ox + 1),
                                      ix0.eq(nx), ix.eq(nx), iy.eq(iy0),
                                      a_pix.eq(nxt), a_win.eq(nxt), a_row.eq(nxt),
@@ -205,6 +221,7 @@ class MaxPool(wiring.Component):
                     with m.Elif(~wrap_oy):
                         nxt = a_line + (row_words << 1)
                         ny = iy0 + self.STRIDE
+                        m.d.sync += [l_icb.eq(u_icb), l_ox.eq(u_ox), l_oy.eq(oy == ho_m2)]
                         m.d.sync += [kw.eq(0), kh.eq(0), icb.eq(0), ox.eq(0), oy.eq(oy + 1),
                                      ix0.eq(0), ix.eq(0), iy0.eq(ny), iy.eq(ny),
                                      a_line.eq(nxt), a_pix.eq(nxt), a_win.eq(nxt),
@@ -356,8 +373,12 @@ class GlobalAvgPool(wiring.Component):
         p = Signal(2 * DIM_BITS)
         icb = Signal(WORDS_BITS)
         a_addr, a_ch = Signal(aw), Signal(aw)       # current pixel; pixel 0 of this icb
-        wrap_p = p == npix - 1
-        wrap_icb = wrap_p & (icb == cmd.n_ic - 1)
+        # loop-end flags as registers (see MaxPool): l_p: p == npix - 1, l_icb: icb == n_ic - 1
+        l_p, l_icb, u_p = Signal(name="l_p"), Signal(name="l_icb"), Signal(name="u_p")
+        npix_m2 = Signal(signed(2 * DIM_BITS + 2), name="npix_m2")   # x - 2 as registers
+        nic_m2 = Signal(signed(WORDS_BITS + 2), name="nic_m2")
+        wrap_p = l_p
+        wrap_icb = wrap_p & l_icb
 
         issue = Signal()
         m.d.comb += [
@@ -376,18 +397,22 @@ class GlobalAvgPool(wiring.Component):
                     m.next = "SETUP"
             with m.State("SETUP"):
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += npix.eq(cmd.h * cmd.w)
+                m.d.sync += [npix.eq(cmd.h * cmd.w), nic_m2.eq(cmd.n_ic - 2)]
                 m.next = "ORIGIN"
             with m.State("ORIGIN"):
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += [p.eq(0), icb.eq(0), a_addr.eq(0), a_ch.eq(0)]
+                m.d.sync += [p.eq(0), icb.eq(0), a_addr.eq(0), a_ch.eq(0),
+                             u_p.eq(npix == 1), l_p.eq(npix == 1), l_icb.eq(cmd.n_ic == 1),
+                             npix_m2.eq(npix - 2)]
                 m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += [self.busy.eq(1), issue.eq(queue.can_reserve)]
                 with m.If(issue):
                     with m.If(~wrap_p):
-                        m.d.sync += [p.eq(p + 1), a_addr.eq(a_addr + cmd.n_ic)]
+                        m.d.sync += [p.eq(p + 1), a_addr.eq(a_addr + cmd.n_ic),
+                                     l_p.eq(p == npix_m2)]
                     with m.Elif(~wrap_icb):
+                        m.d.sync += [l_p.eq(u_p), l_icb.eq(icb == nic_m2)]
                         m.d.sync += [p.eq(0), icb.eq(icb + 1), a_ch.eq(a_ch + 1),
                                      a_addr.eq(a_ch + 1)]
                     with m.Else():
