@@ -286,12 +286,16 @@ class ConvCore(wiring.Component):
         next_one_tap = Signal()                  # og + 1 < n_og1: the next group (same pixel)
         starts_one_tap = Signal()                # n_og1 != 0: group 0 of a pixel
         second_one_tap = Signal()                # n_og1 > 1: group 1 of a pixel
-        p_icb = icb == cmd.n_ic - 2
-        p_kw = kw == cmd.k - 2
-        p_kh = kh == cmd.k - 2
-        p_og = og == cmd.n_og - 2
-        p_ox = ox == cmd.wo - 2
-        p_oy = oy == cmd.ho - 2
+        # the penultimate values are registers (set in SETUP): ``x == limit - 2`` with the
+        # subtraction in the path maps to a borrow chain of LUTs in front of the flag
+        m2 = {n: Signal(signed(len(getattr(cmd, n)) + 2), name=f"{n}_m2")
+              for n in ("n_ic", "k", "n_og", "wo", "ho")}
+        p_icb = icb == m2["n_ic"]
+        p_kw = kw == m2["k"]
+        p_kh = kh == m2["k"]
+        p_og = og == m2["n_og"]
+        p_ox = ox == m2["wo"]
+        p_oy = oy == m2["ho"]
         wrap_icb = l_icb
         wrap_kw = wrap_icb & (one_tap | l_kw)
         wrap_kh = wrap_kw & (one_tap | l_kh)
@@ -336,6 +340,7 @@ class ConvCore(wiring.Component):
                     u_icb.eq(cmd.n_ic == 1), u_k.eq(cmd.k == 1), u_og.eq(cmd.n_og == 1),
                     u_ox.eq(cmd.wo == 1),
                     starts_one_tap.eq(cmd.n_og1 != 0), second_one_tap.eq(cmd.n_og1 > 1),
+                    *(r.eq(getattr(cmd, n) - 2) for n, r in m2.items()),
                 ]
                 m.next = "ORIGIN"
             with m.State("ORIGIN"):

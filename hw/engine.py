@@ -640,6 +640,7 @@ class Engine(wiring.Component):
         ld_active = Signal()
         ld_row = Signal(WORDS_BITS + 1)
         ld_req = Signal(2 * DIM_BITS)
+        ld_req_nz = Signal()                # ld_req != 0, as a register updated with it
         ld_nreq = Signal(2 * DIM_BITS)
         ld_nreq_m1 = Signal(signed(2 * DIM_BITS + 1))     # ld_nreq - 1, set with it
         ld_row_addr = Signal(32)
@@ -649,18 +650,20 @@ class Engine(wiring.Component):
         ld_pixrem = Signal(signed(17))      # gather: bytes of the pixel from this plane on
         row_ok = (ld_row.as_signed() - freed) < cap
         m.d.comb += [
-            ld_valid.eq(ld_active & ((ld_req != 0) | row_ok)),
+            ld_valid.eq(ld_active & (ld_req_nz | row_ok)),
             ld_len.eq(Mux(gather, Mux(ld_pixrem < pi, ld_pixrem, pi), ld_row_bytes)),
         ]
         with m.If(ld_acc):
             with m.If(ld_req == ld_nreq_m1):
                 nxt = ld_row_addr + ld_row_step
-                m.d.sync += [ld_req.eq(0), ld_row.eq(ld_row + 1), ld_row_addr.eq(nxt),
+                m.d.sync += [ld_req.eq(0), ld_req_nz.eq(0), ld_row.eq(ld_row + 1),
+                             ld_row_addr.eq(nxt),
                              ld_addr.eq(nxt), ld_pixrem.eq(ld_pixrem - pi)]
                 with m.If(ld_row == nrows_m1):
                     m.d.sync += ld_active.eq(0)
             with m.Else():
-                m.d.sync += [ld_req.eq(ld_req + 1), ld_addr.eq(ld_addr + ld_req_step)]
+                m.d.sync += [ld_req.eq(ld_req + 1), ld_req_nz.eq(1),
+                             ld_addr.eq(ld_addr + ld_req_step)]
 
         # repacker: beats -> ring words
         rp_active = Signal()
@@ -749,25 +752,32 @@ class Engine(wiring.Component):
         rec_valid, rec_first, rec_last = Signal(), Signal(), Signal()
         rec_data = Signal(8 * L)
         rec_ready = Signal()
-        with m.If(op_max):
+        # registered copies of the op decode and of GAP's first/last pass (records flow only
+        # in PASS_RUN, long after the command and pidx last changed): the record mux feeds
+        # the byte packers, so it must not add the decode's levels to theirs
+        rec_max, rec_gap = Signal(), Signal()
+        gap_first, gap_last = Signal(), Signal()
+        m.d.sync += [rec_max.eq(op_max), rec_gap.eq(op_gap),
+                     gap_first.eq(pidx == 0), gap_last.eq(pidx == nic_m1)]
+        with m.If(rec_max):
             m.d.comb += [rec_valid.eq(mpool.o_stream.valid & core_en),
                          rec_data.eq(mpool.o_stream.payload.data),
                          rec_first.eq(mpool.o_stream.payload.icb == 0),
                          rec_last.eq(mpool.o_stream.payload.icb == nic_m1)]
-        with m.Elif(op_gap):
+        with m.Elif(rec_gap):
             m.d.comb += [rec_valid.eq(gap.o_stream.valid),
                          rec_data.eq(gap.o_stream.payload.data),
-                         rec_first.eq(pidx == 0),
-                         rec_last.eq(pidx == nic_m1)]
+                         rec_first.eq(gap_first),
+                         rec_last.eq(gap_last)]
         with m.Else():
             m.d.comb += [rec_valid.eq(conv.o_stream.valid & core_en),
                          rec_data.eq(conv.o_stream.payload.data),
                          rec_first.eq(conv.o_stream.payload.og == 0),
                          rec_last.eq(conv.o_stream.payload.og == p_nog_m1)]
         m.d.comb += [
-            mpool.o_stream.ready.eq(rec_ready & core_en & op_max),
-            gap.o_stream.ready.eq(rec_ready & op_gap),
-            conv.o_stream.ready.eq(rec_ready & core_en & ~op_max & ~op_gap),
+            mpool.o_stream.ready.eq(rec_ready & core_en & rec_max),
+            gap.o_stream.ready.eq(rec_ready & rec_gap),
+            conv.o_stream.ready.eq(rec_ready & core_en & ~rec_max & ~rec_gap),
         ]
         to_ddr = out_ddr
         to_sq = dst_sq
@@ -786,7 +796,7 @@ class Engine(wiring.Component):
             sq_pk.nbytes.eq(cmd.out_bytes),
             sq_pk.ofs.eq(0),
             ddr_pk.nbytes.eq(p_nbytes),
-            ddr_pk.rec_bytes.eq(Mux(op_max | op_gap, pi, po)),
+            ddr_pk.rec_bytes.eq(Mux(rec_max | rec_gap, pi, po)),
             sq_pk.rec_bytes.eq(po),
         ]
         ofs = Signal(3)
@@ -967,7 +977,7 @@ class Engine(wiring.Component):
                 m.d.sync += [
                     rows_loaded.eq(0), need_lo.eq(lo0), need_hi.eq(hi0), gate_on.eq(0),
                     ld_active.eq(uses_ring), rp_active.eq(uses_ring),
-                    ld_row.eq(0), ld_req.eq(0),
+                    ld_row.eq(0), ld_req.eq(0), ld_req_nz.eq(0),
                     ld_addr.eq(cmd.in_addr), ld_row_addr.eq(cmd.in_addr),
                     ld_nreq.eq(Mux(op_gap, hw, 1)),
                     ld_nreq_m1.eq(Mux(op_gap, hw, 1) - 1),
