@@ -166,7 +166,7 @@ def add_parsers(sub, model_args) -> None:
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("generate", help="write the engine's Verilog, memory images and description")
-    p.add_argument("--config", required=True, help="preset (z7020, z7045, zu9eg) with optional "
+    p.add_argument("--config", required=True, help="preset (z7020, z7045, zu9eg, zu3eg) with optional "
                                                    ":key=value overrides")
     p.add_argument("--out", required=True, help="output folder")
     model_args(p, image=False)

@@ -151,12 +151,9 @@ def _amaranth_board(module: str, cls: str) -> type:
 # ---------------------------------------------------------------------------------------------
 # Engine presets defined here (the ones in hw/config.py are per device; a board-driven one)
 # ---------------------------------------------------------------------------------------------
-#: XCZU3EG (Ultra96-V2): 360 DSP48E2, 216 RAMB36. z7020's streamed-weight engine with twice
-#: the output lanes: 16 x 32 MACs = 256 DSP (packed) + 64 for the requantizers, and two 128 KB
-#: weight tiles (256 words of 512 bytes).
-EXTRA_PRESETS = {c.name: c for c in (
-    PRESETS["z7020"].with_(name="zu3eg", device="xczu3eg", out_lanes=32, weight_words=256),
-)}
+#: Presets beyond hw/config.py's (none now: zu3eg, the Ultra96-V2's, moved there so that every
+#: command's --config knows it).
+EXTRA_PRESETS: dict = {}
 
 
 def find_preset(name: str) -> EngineConfig:

@@ -163,6 +163,10 @@ PRESETS = {c.name: c for c in (
     # XCZU9EG (ZCU102): 2,520 DSP, 912 RAMB36 (4 MB): all weights resident.
     EngineConfig("zu9eg", "xczu9eg", 32, 64, "resident", weight_words=768,
                  squeeze_buffer_bytes=128 * 1024),
+    # XCZU3EG (Ultra96-V2): 360 DSP48E2, 216 RAMB36. z7020's streamed-weight engine with twice
+    # the output lanes: 16 x 32 MACs = 256 DSP (packed) + 64 for the requantizers, and two
+    # 128 KB weight tiles (256 words of 512 bytes).
+    EngineConfig("zu3eg", "xczu3eg", 16, 32, "streamed", weight_words=256),
 )}
 
 
