@@ -113,17 +113,20 @@ class EngineConfig:
     # -- analytic resource model (Yosys gives the real figures: `squeezeforge estimate`) -------
     PARAM_WORDS = 512          # parameter memory depth (SqueezeNet v1.1 needs ~200 words at Po=16)
     PARAM_LANE_BITS = 54       # bias 32 + M 16 + shift 6
+    SEQUENCER_DSP = 50         # Yosys synth_xilinx: z7020 210 = 128 + 32 + 50, zu3eg 16x32 370
 
     def resources(self) -> dict:
         """First-order DSP48 / RAMB36 counts of this configuration, before synthesis.
 
         DSP: the MAC array (one multiplier per MAC, half with ``dsp_packing``) plus two per
-        requantizer lane (a 32 x 16 product). RAMB36: each memory at its best aspect ratio
+        requantizer lane (a 32 x 16 product) plus ``SEQUENCER_DSP`` for the sequencer's size
+        products (W*n_ic and the like; Yosys maps them to DSP48s: 50 measured on z7020 and
+        zu3eg). RAMB36: each memory at its best aspect ratio
         (32Kx1 ... 512x72): weight buffers (Po*Pi bytes wide), input ring buffer and squeeze
         buffer (Pi bytes wide), parameter memory (Po lanes of 54 bits).
         """
         mults = self.macs // 2 if self.dsp_packing else self.macs
-        dsp = mults + 2 * self.out_lanes
+        dsp = mults + 2 * self.out_lanes + self.SEQUENCER_DSP
         pi8 = self.in_lanes * 8
         ramb = (self.weight_buffers * _bram36(self.weight_word_bytes * 8, self.weight_words)
                 + _bram36(pi8, self.act_buffer_bytes // self.in_lanes)
@@ -164,9 +167,10 @@ PRESETS = {c.name: c for c in (
     EngineConfig("zu9eg", "xczu9eg", 32, 64, "resident", weight_words=768,
                  squeeze_buffer_bytes=128 * 1024),
     # XCZU3EG (Ultra96-V2): 360 DSP48E2, 216 RAMB36. z7020's streamed-weight engine with twice
-    # the output lanes: 16 x 32 MACs = 256 DSP (packed) + 64 for the requantizers, and two
-    # 128 KB weight tiles (256 words of 512 bytes).
-    EngineConfig("zu3eg", "xczu3eg", 16, 32, "streamed", weight_words=256),
+    # the input lanes: 32 x 16 MACs = 256 DSP (packed) + 32 for the requantizers + the
+    # sequencer's 50, and two 128 KB weight tiles (256 words of 512 bytes). (16 x 32 is 9 %
+    # faster by the cycle model but needs 370 DSP by Yosys: more than the device has.)
+    EngineConfig("zu3eg", "xczu3eg", 32, 16, "streamed", weight_words=256),
 )}
 
 
