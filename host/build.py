@@ -2,11 +2,13 @@
 
 Tree written under ``--out DIR``::
 
-    rtl/squeezeforge_engine.v      the engine (weights/parameters as memory initial contents)
+    rtl/squeezeforge_engine.v      the engine (model-independent: the program loads parameters
+                                   and weights from DDR)
     rtl/squeezeforge_top.v         the PL top (hw/zynq.ZynqTop): PS wrapper instance, BUFG,
                                    reset synchroniser, HP0 / GP0 adapters, LEDs
     mem/params.bin, mem/weights.bin  the on-chip memory images (raw, little-endian; weights only
-                                   in resident mode), for inspection: they are already in the RTL
+                                   in resident mode) as the program's PARAMS / LOAD read them
+                                   from DDR, for inspection
     constraints/squeezeforge_top.xdc  PL clock (create_clock at --clock-mhz), LED pins, the
                                    reset synchroniser's false path
     squeezeforge.tcl               Vivado batch script: project for the board's part, board files
@@ -21,7 +23,8 @@ Tree written under ``--out DIR``::
 The fit report: the engine's resources (Yosys ``synth_xilinx`` via :mod:`squeezeforge.hw.estimate`,
 through :func:`estimate_engine`, a thin wrapper; plus the lower bound of
 :func:`squeezeforge.hw.boards.resource_floor`) against the device, the weight mode, cycles per
-inference from :mod:`squeezeforge.sim.cycle_model`, frames/s at the clock, and DDR bandwidth
+inference from :mod:`squeezeforge.sim.cycle_model` (steady state: warm starts; the cold start's
+extra setup cycles beside), frames/s at the clock, and DDR bandwidth
 needed against what the board's DDR and the HP port (64 bits x clock, per direction) provide.
 
 With ``vivado`` on PATH (and not ``--no-vivado``) the script is run.
@@ -63,14 +66,11 @@ def estimate_engine(verilog: str, device: str) -> dict:
 
 
 def make_engine(cfg: EngineConfig, program=None):
-    """The real engine for ``cfg`` with ``program``'s resident weights as memory contents
-    (parameters are loaded by the program's PARAMS command, streamed weights by its
-    prefetches: a streamed-mode bitstream runs any model)."""
+    """The real engine for ``cfg``. ``program`` is accepted for symmetry but not built in:
+    parameters come from the program's PARAMS command, weights from its LOAD (resident) or
+    prefetches (streamed), so one bitstream runs any model that fits the configuration."""
     from squeezeforge.hw.engine import Engine
-    if program is None:
-        return Engine(cfg)
-    weights = program.weight_image if cfg.weight_mode == "resident" else None
-    return Engine(cfg, weight_init=weights)
+    return Engine(cfg)
 
 
 def fit_report(board: Board, cfg: EngineConfig, clock_mhz: float, *, net=None, size=227,
@@ -110,16 +110,19 @@ def fit_report(board: Board, cfg: EngineConfig, clock_mhz: float, *, net=None, s
     passes = estimate_network(net, cfg_clk, size)
     summ = summarize(passes, cfg_clk)
     f = clock_mhz * 1e6
-    cycles = summ["cycles"]
+    # steady state: a warm start per frame (the setup, PARAMS and resident LOAD, runs once)
+    cycles = summ["warm_cycles"]
     fps = f / cycles if cycles else 0.0
-    rd, wr = summ["ddr_read_bytes"], summ["ddr_write_bytes"]
+    rd, wr = summ["warm_ddr_read_bytes"], summ["ddr_write_bytes"]
     peak = max(passes, key=lambda p: (p.ddr_read_bytes + p.ddr_write_bytes) / max(p.cycles, 1))
     peak_rate = (peak.ddr_read_bytes + peak.ddr_write_bytes) / max(peak.cycles, 1) * f
     hp_dir = HP_BEAT_BYTES * f
     ddr_peak = board.ddr_peak_bytes_s
     rep.update(
         network=net.name, size=size, cycles=cycles, latency_ms=round(cycles / f * 1e3, 3),
-        fps=round(fps, 2), mac_utilization=summ["mac_utilization"],
+        fps=round(fps, 2), mac_utilization=summ["warm_mac_utilization"],
+        cold_cycles=summ["cycles"], setup_cycles=summ["setup_cycles"],
+        cold_latency_ms=round(summ["cycles"] / f * 1e3, 3),
         ddr=dict(
             read_bytes=rd, write_bytes=wr,
             average_gbs=round((rd + wr) * fps / 1e9, 3),
@@ -162,6 +165,8 @@ def fit_text(rep: dict) -> str:
               f"{rep['network']} at {rep['size']}x{rep['size']}: {rep['cycles']:,} cycles per "
               f"inference = {rep['latency_ms']} ms = {rep['fps']} frames/s at "
               f"{rep['clock_mhz']:g} MHz (MAC utilization {100 * rep['mac_utilization']:.0f}%)",
+              f"first inference after loading (cold start, setup commands included): "
+              f"{rep['cold_cycles']:,} cycles = {rep['cold_latency_ms']} ms",
               f"DDR per inference: {d['read_bytes']:,} B read, {d['write_bytes']:,} B written",
               f"DDR bandwidth needed: {d['average_gbs']} GB/s average ({d['read_gbs']} read, "
               f"{d['write_gbs']} write), {d['peak_pass_gbs']} GB/s in the busiest pass "

@@ -23,14 +23,11 @@ def _config(spec: str):
     return resolve_config(spec).check_fit()
 
 
-def build_engine(cfg, program=None):
-    """The Engine component for ``cfg``, with the program's resident weights as initial
-    contents (parameters are loaded by the program's PARAMS command)."""
+def build_engine(cfg):
+    """The Engine component for ``cfg``. It does not depend on a model: the program's PARAMS
+    and LOAD commands (and streamed prefetches) bring parameters and weights from DDR."""
     from squeezeforge.hw.engine import Engine
-    if program is None:
-        return Engine(cfg)
-    weight_init = program.weight_image if cfg.weight_mode == "resident" else None
-    return Engine(cfg, weight_init=weight_init)
+    return Engine(cfg)
 
 
 def describe(cfg) -> dict:
@@ -80,7 +77,7 @@ def cmd_generate(args) -> int:
         program.packed.write_images(out / "mem")
         (out / "program.json").write_text(program.to_json())
     t = time.perf_counter()
-    verilog = generate_verilog(build_engine(cfg, program), "squeezeforge_engine")
+    verilog = generate_verilog(build_engine(cfg), "squeezeforge_engine")
     (out / "squeezeforge_engine.v").write_text(verilog)
     desc = describe(cfg)
     desc.update(verilog="squeezeforge_engine.v", top="squeezeforge_engine",

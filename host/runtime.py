@@ -5,7 +5,8 @@ byte access to the DDR buffer the engine masters, and waiting for ``done``). The
 so that the cocotb back end can await clock edges; a board back end simply has no awaits inside.
 :func:`execute` is the whole host protocol: check the ID, write the program and the image into
 DDR, set CMD_BASE / CMD_COUNT, start, wait for done (interrupt or polling with a timeout), read
-status, counters and every layer's output tensor.
+status, counters and every layer's output tensor. A warm start (``warm=True``) writes only the
+input and skips the program's setup commands (PARAMS, resident LOAD).
 
 Back ends: ``sim/cocotb_driver.py`` (RTL simulation) and ``host/board.py`` (Linux on the Zynq's
 ARM cores: ``/dev/mem`` or ``pynq``). :class:`RecordingDriver` wraps any driver and records
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from squeezeforge.hw.commands import COMMAND_BYTES
 from squeezeforge.hw.regs import (CTRL_IRQ_EN, CTRL_SOFT_RESET, CTRL_START, ID_VALUE,
                                   MAX_LAYER_CYCLES, STATUS_DONE, STATUS_ERROR, Reg)
 
@@ -91,20 +93,31 @@ class RunResult:
     command_cycles: list[int]
     status: int
     tensors: dict[str, np.ndarray] = field(default_factory=dict)
+    first_command: int = 0           # program index of command_cycles[0] (warm starts)
 
 
 async def execute(driver: Driver, program, x_int8: np.ndarray, *, timeout_s: float = 10.0,
-                  read_tensors: bool = True, use_irq: bool = True) -> RunResult:
-    """Run ``program`` on the engine behind ``driver`` for one int8 input image."""
+                  read_tensors: bool = True, use_irq: bool = True,
+                  warm: bool = False) -> RunResult:
+    """Run ``program`` on the engine behind ``driver`` for one int8 input image.
+
+    ``warm``: the engine already ran this program since it was configured (its parameters and
+    resident weights are on chip, the command list and weights are in DDR): write only the
+    input and start at ``program.warm_index``, skipping the setup commands.
+    ``RunResult.command_cycles[i]`` belongs to ``program.commands[first_command + i]``.
+    """
     ident = await driver.read_reg(Reg.ID)
     if ident != ID_VALUE:
         raise EngineError(f"no squeezeforge engine at the register port (ID reads {ident:#010x}, "
                           f"expected {ID_VALUE:#010x})")
     await driver.write_reg(Reg.CTRL, CTRL_SOFT_RESET)
-    image = program.ddr_image(x_int8)
-    await driver.write_mem(program.base_addr, image)
-    await driver.write_reg(Reg.CMD_BASE, program.cmd_addr)
-    await driver.write_reg(Reg.CMD_COUNT, len(program.commands))
+    first = program.warm_index if warm else 0
+    if warm:
+        await driver.write_mem(program.region("input").addr, program.prepare_input(x_int8))
+    else:
+        await driver.write_mem(program.base_addr, program.ddr_image(x_int8))
+    await driver.write_reg(Reg.CMD_BASE, program.cmd_addr + first * COMMAND_BYTES)
+    await driver.write_reg(Reg.CMD_COUNT, len(program.commands) - first)
     await driver.write_reg(Reg.STATUS, STATUS_DONE)                 # W1C: clear a stale done
     await driver.write_reg(Reg.CTRL, (CTRL_IRQ_EN if use_irq else 0) | CTRL_START)
     finished = await driver.wait_done(timeout_s)
@@ -120,10 +133,10 @@ async def execute(driver: Driver, program, x_int8: np.ndarray, *, timeout_s: flo
         code = await driver.read_reg(Reg.ERROR)
         cur = await driver.read_reg(Reg.CUR_CMD)
         raise EngineError(f"engine error code {code:#x} at command {cur} after {cycles} cycles")
-    n = min(len(program.commands), MAX_LAYER_CYCLES)
+    n = min(len(program.commands) - first, MAX_LAYER_CYCLES)
     per_cmd = [await driver.read_reg(Reg.LAYER_CYCLES + 4 * i) for i in range(n)]
     await driver.write_reg(Reg.STATUS, STATUS_DONE)
-    res = RunResult(cycles, per_cmd, status)
+    res = RunResult(cycles, per_cmd, status, first_command=first)
     if read_tensors:
         lo_addr = program.base_addr
         ddr = bytearray(program.ddr_size)

@@ -26,15 +26,20 @@ Passes, in network order
 Weights
 -------
 Resident mode: the whole network is one packed image (:func:`squeezeforge.quant.pack.pack` with
-``lanes = Pi``, ``banks = Po``), the memory's initial contents; ``conv.weight_base`` comes from
-the layer table. Streamed mode: each command computes from one TILE (a range of output groups of
+``lanes = Pi``, ``banks = Po``) in DDR (region ``weights``), which one LOAD after the PARAMS
+copies into the weight memory; ``conv.weight_base`` comes from the layer table. Streamed mode: each command computes from one TILE (a range of output groups of
 one pass: ``weight_base`` is 0 in its buffer; an EXPAND's tile is the expand1x1 words followed by
 the expand3x3 words). A pass whose words exceed ``cfg.weight_words`` becomes several commands over
 og ranges (their outputs at byte offsets ``og0 * Po`` of the pixel); an EXPAND that does not fit
 one buffer becomes CONV commands from the SQUEEZE source. Tiles lie contiguously in DDR in
 execution order; command i prefetches command i+1's tile into buffer ``1 - wbuf`` (a command
 without weights still prefetches for its successor), and the program starts with a LOAD of the
-first tile. The parameters of every layer are one image resident on chip (memory init).
+first tile. The parameters of every layer are one image that the leading PARAMS command loads.
+
+Setup and warm start: the leading PARAMS (and, resident, the LOAD) fill on-chip memories that
+nothing else writes. ``Program.warm_index`` is the first command after them: a host that ran
+the program once may start later inferences there (streamed: the first tile's LOAD, which must
+run every time; resident: the first layer).
 
 Semantics this compiler relies on (see ``sim/funcsim.py``, which executes them)
 ------------------------------------------------------------------------------
@@ -181,7 +186,7 @@ class Program:
     input_blob: str
     input_layout: str                          # "im2col" or "hwc"
     first_conv: dict                           # name, k, stride, pad, cin of the first conv
-    weights_blob: bytes = b""                  # streamed: the tiles, as in DDR
+    weights_blob: bytes = b""                  # streamed: the tiles; resident: the image
     params_blob: bytes = b""                   # the parameter memory, as PARAMS reads it
     notes: list[str] = field(default_factory=list)
 
@@ -195,6 +200,17 @@ class Program:
     @property
     def cmd_addr(self) -> int:
         return self.region("commands").addr
+
+    @property
+    def warm_index(self) -> int:
+        """Index of the first command after the setup (PARAMS, resident LOAD): where a warm
+        start begins (see the module doc)."""
+        i = 0
+        while i < len(self.commands) and (
+                self.commands[i].op == Op.PARAMS
+                or self.commands[i].op == Op.LOAD and self.cfg.weight_mode == "resident"):
+            i += 1
+        return i
 
     @property
     def cmd_count(self) -> int:
@@ -621,7 +637,7 @@ def compile_program(qm: QuantModel, cfg: EngineConfig, size=227, *, base_addr: i
     # -- DDR layout ------------------------------------------------------------------------------
     n_cmds = len(passes) + 2                 # PARAMS first, END last
     load_first = streamed and passes and passes[0].pieces
-    n_cmds += bool(load_first)
+    n_cmds += bool(load_first) + (not streamed)     # resident: one LOAD of the whole image
     regions: list[Region] = []
     addr = base_addr
 
@@ -665,7 +681,9 @@ def compile_program(qm: QuantModel, cfg: EngineConfig, size=227, *, base_addr: i
         wa = add("weights", len(weights_blob))
         tiles = [(wa + o, n) for o, n in tiles]
     else:
-        weights_blob = b""
+        raw = np.ascontiguousarray(packed.words).tobytes()
+        weights_blob = raw + bytes(_round(len(raw), ALIGN) - len(raw))
+        wa = add("weights", len(weights_blob))
     params_blob = packed.param_stream()
     params_addr = add("params", len(params_blob))
 
@@ -710,6 +728,9 @@ def compile_program(qm: QuantModel, cfg: EngineConfig, size=227, *, base_addr: i
 
     emit("params", (), op=Op.PARAMS, pf_addr=params_addr, pf_words=packed.n_params,
          conv=dict(param_base=0))
+    if not streamed:
+        emit("load", (), (wa, packed.n_words), op=Op.LOAD, pf_addr=wa, pf_words=packed.n_words,
+             conv=dict(weight_base=0))
     if load_first:
         a, n = tile_of[0]
         emit("load", (), (a, n), op=Op.LOAD, wbuf=1 - wbuf_of[0], pf_addr=a, pf_words=n)

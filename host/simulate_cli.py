@@ -103,6 +103,11 @@ def cmd_simulate(args) -> int:
     ms = res["cycles"] / (res["clock_mhz"] * 1e3)
     print(f"{res['cycles']:,} cycles = {ms:.2f} ms at {res['clock_mhz']:g} MHz; "
           f"{res['utilization']:.0%} of the MAC array's peak")
+    if res.get("setup_cycles"):
+        print(f"  a cold start: {res['setup_cycles']:,} of them are the setup (commands "
+              f"0..{res['warm_index'] - 1}: parameters"
+              f"{' and weights' if res['warm_index'] > 1 else ''} to the chip); a warm start "
+              f"from command {res['warm_index']} takes {res['warm_cycles']:,}")
     if res["bit_exact"]:
         print(f"bit-exact: all {len(res['checked_blobs'])} tensors equal the golden model's")
     else:

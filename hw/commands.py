@@ -41,13 +41,21 @@ program loads itself, so one bitstream runs any model:
             (bits 48-53), bits 54-63 zero (:meth:`squeezeforge.quant.pack.PackedWeights.param_stream`).
             The compiler puts one PARAMS first in every program. (An engine built with
             ``param_init`` also starts with those contents.)
-``LOAD``    no computation: only the weight prefetch below (used before the first streamed tile).
+``LOAD``    no computation: only the weight prefetch below. Streamed: before the first tile.
+            Resident: ``pf_words`` words from ``pf_addr`` into the weight memory from word
+            ``conv.weight_base`` on (the program's setup; a word is ``Po*Pi`` bytes, lane-major
+            as packed).
 ``END``     stop; the engine raises ``done`` (and the interrupt when enabled).
 
 Weights (streamed mode): a command computes from weight buffer ``wbuf``; while it runs, the
 sequencer loads ``pf_words`` words from ``pf_addr`` into the other buffer, ``1 - wbuf`` (the next
-tile), so weight loading overlaps computation; the next command starts when both are finished. The host decides the prefetch order. In resident mode
-``wbuf`` and the prefetch fields are zero and ``conv.weight_base`` addresses the one memory.
+tile), so weight loading overlaps computation; the next command starts when both are finished.
+The host decides the prefetch order. In resident mode ``wbuf`` is zero, only LOAD has prefetch
+fields, and ``conv.weight_base`` addresses the one memory.
+
+Setup and warm start: the leading PARAMS (and, resident, LOAD) commands only fill on-chip
+memories that nothing else writes; a host that already ran them for this model may start the
+engine at the first command after them (``Program.warm_index``).
 """
 
 from amaranth.hdl import unsigned

@@ -41,10 +41,13 @@ Input ring buffer
     (``H*W`` requests of Pi bytes: plane ``icb``), and GlobalAvgPool runs once per plane with
     ``n_ic = 1`` while the next plane loads.
 Weights
-    resident: one memory of ``weight_words`` words (``weight_init``); streamed: one memory of
+    resident: one memory of ``weight_words`` words, written by LOAD commands (``pf_words``
+    words from ``pf_addr`` to word ``conv.weight_base`` on; the program's setup, run once per
+    model) or preloaded with ``weight_init``; streamed: one memory of
     ``2 * weight_words`` words, buffer b at word ``b * weight_words``; the prefetch writes
     ``pf_words`` words (one DMA request per word, interleaved with the input rows so the
     compute is not starved) into buffer ``1 - wbuf`` while the command computes from ``wbuf``.
+    Either way the Verilog does not depend on the model.
 Parameters
     ``param_depth`` words (default ``EngineConfig.PARAM_WORDS``) of Po lanes of 54 bits, in
     block RAM with a write port: the PARAMS command loads them through the same prefetch path
@@ -127,7 +130,8 @@ class Geo(enum.Enum, shape=8):
     SQUEEZE_IN = 2      # h*w*n_ic words exceed the squeeze buffer
     SQUEEZE_OUT = 3     # ho*wo*ceil(out_bytes/Pi) words exceed the squeeze buffer
     WEIGHTS = 4         # weight_base + the pass's words exceed the weight buffer
-    PREFETCH = 5        # pf_words exceed a weight buffer (or a prefetch in resident mode)
+    PREFETCH = 5        # pf_words exceed a weight buffer (resident: a prefetch other than
+                        # LOAD, or a LOAD past the weight memory)
     PARAMS = 6          # parameter words past the parameter memory
     ALIGN = 7           # in_addr / in_pix not a multiple of 8, or in_pix > n_ic*Pi
     KERNEL = 8          # k / stride / pad the core does not run
@@ -238,8 +242,9 @@ class Engine(wiring.Component):
     cfg : EngineConfig
         The MAC array, weight mode and memory sizes. ``in_lanes`` must be a power of two here.
     weight_init : array (words, Po, Pi) of uint8, optional
-        Resident mode: the weight memory's contents (``Program.weight_image``); at most
-        ``cfg.weight_words`` words. Refused in streamed mode.
+        Resident mode: initial contents of the weight memory (``Program.weight_image``), for a
+        bitstream with a fixed model; at most ``cfg.weight_words`` words. Without it the
+        program's LOAD commands fill the memory. Refused in streamed mode.
     param_init : array (entries, Po) of ``quant.pack.PARAM_DTYPE``, optional
         The parameter memory's contents (``Program.param_image``); its depth is the number of
         entries (at least 2), or ``param_depth`` when given.
@@ -374,6 +379,14 @@ class Engine(wiring.Component):
                     raise EngineError(f"{where}: loads parameter words {cv['param_base']}.."
                                       f"{cv['param_base'] + f['pf_words'] - 1}, the memory "
                                       f"holds {self._param_depth}")
+            elif cfg.weight_mode == "resident" and op == Op.LOAD:
+                if cv["weight_base"] + f["pf_words"] > cfg.weight_words:
+                    raise EngineError(f"{where}: loads weight words {cv['weight_base']}.."
+                                      f"{cv['weight_base'] + f['pf_words'] - 1}, the memory "
+                                      f"holds {cfg.weight_words}")
+            elif cfg.weight_mode == "resident" and f["pf_words"]:
+                raise EngineError(f"{where}: prefetches weights in resident mode (only LOAD "
+                                  f"writes the weight memory)")
             elif f["pf_words"] > cfg.weight_words:
                 raise EngineError(f"{where}: prefetches {f['pf_words']} words into a "
                                   f"{cfg.weight_words}-word buffer")
@@ -437,7 +450,7 @@ class Engine(wiring.Component):
                                              depth=max(self._weight_depth, 2),
                                              init=self._weight_init)
         w_r = wmem.read_port()             # not transparent: the prefetch writes the other buffer
-        w_w = wmem.write_port(granularity=8 * BEAT_BYTES) if streamed else None
+        w_w = wmem.write_port(granularity=8 * BEAT_BYTES)     # the prefetch / LOAD
         m.submodules.params = pmem = Memory(shape=unsigned(po * PARAM_LANE_BITS),
                                             depth=self._param_depth, init=self._param_init)
         p_w = pmem.write_port(granularity=PARAM_LANE_BITS)    # PARAMS: one lane per beat
@@ -725,12 +738,11 @@ class Engine(wiring.Component):
         with m.If(pf_acc):
             m.d.sync += [pf_left.eq(pf_left - 1),
                          pf_cur.eq(pf_cur + Mux(op_params, po * BEAT_BYTES, wword_bytes))]
-        if streamed:
-            m.d.comb += [
-                w_w.addr.eq(pf_word),
-                w_w.data.eq(rd.payload.data.replicate(wbeats)),
-                w_w.en.eq(Mux(beat_for[Tag.WGT] & ~op_params, C(1, 1) << pf_beat, 0)),
-            ]
+        m.d.comb += [
+            w_w.addr.eq(pf_word),
+            w_w.data.eq(rd.payload.data.replicate(wbeats)),
+            w_w.en.eq(Mux(beat_for[Tag.WGT] & ~op_params, C(1, 1) << pf_beat, 0)),
+        ]
         m.d.comb += [
             p_w.addr.eq(pf_word),
             p_w.data.eq(rd.payload.data[:PARAM_LANE_BITS].replicate(po)),
@@ -961,7 +973,10 @@ class Engine(wiring.Component):
                 with m.Elif(op_params & (cv.param_base + cmd.pf_words > self._param_depth)):
                     fail(Err.GEOMETRY, Geo.PARAMS)
                 with m.Elif(~op_params & ((cmd.pf_words > cfg.weight_words) if streamed
-                                          else (cmd.pf_words != 0))):
+                                          else Mux(cmd.op == Op.LOAD,
+                                                   cv.weight_base + cmd.pf_words
+                                                   > cfg.weight_words,
+                                                   cmd.pf_words != 0))):
                     fail(Err.GEOMETRY, Geo.PREFETCH)
                 with m.Elif(uses_p & (ptot > self._param_depth)):
                     fail(Err.GEOMETRY, Geo.PARAMS)
@@ -996,7 +1011,8 @@ class Engine(wiring.Component):
                     pf_left.eq(cmd.pf_words), pf_rx.eq(cmd.pf_words), pf_cur.eq(cmd.pf_addr),
                     pf_beat.eq(0),
                     pf_word.eq(Mux(op_params, cv.param_base,
-                                   Mux(cmd.wbuf, 0, cfg.weight_words) if streamed else 0)),
+                                   Mux(cmd.wbuf, 0, cfg.weight_words) if streamed
+                                   else cv.weight_base)),
                     # outputs
                     sq_wa.eq(0),
                     pidx.eq(0),

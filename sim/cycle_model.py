@@ -71,15 +71,34 @@ def estimate_network(net: Network, cfg: EngineConfig, size: int = 227, **compile
     return estimate_program(compile_program(_synthetic_qm(net, size), cfg, size, **compile_kw))
 
 
+def setup_passes(passes: list[PassCycles], cfg: EngineConfig) -> int:
+    """How many leading passes are the program's setup (PARAMS; resident: the weight LOAD),
+    which a warm start skips (``Program.warm_index``)."""
+    n = 0
+    while n < len(passes) and (passes[n].kind == "params" or
+                               passes[n].kind == "load" and cfg.weight_mode == "resident"):
+        n += 1
+    return n
+
+
 def summarize(passes: list[PassCycles], cfg: EngineConfig) -> dict:
+    """Totals of a cold run (``cycles``, DDR bytes: setup included) and of a warm start
+    (``warm_cycles``, ``warm_ddr_read_bytes``: the setup commands skipped)."""
     total = sum(p.cycles for p in passes)
     macs = sum(p.macs for p in passes)
     rd = sum(p.ddr_read_bytes for p in passes)
     wr = sum(p.ddr_write_bytes for p in passes)
+    setup = passes[:setup_passes(passes, cfg)]
+    s_cyc = sum(p.cycles for p in setup) + len(setup)     # + each one's NEXT cycle
+    s_rd = sum(p.ddr_read_bytes for p in setup)
+    warm = total - s_cyc
     return dict(config=cfg.name, cycles=total, macs=macs, ideal_cycles=_up(macs, cfg.macs),
                 mac_utilization=round(macs / (cfg.macs * total), 4) if total else 0.0,
                 ddr_read_bytes=rd, ddr_write_bytes=wr,
                 ms_at_clock=round(total / (cfg.clock_mhz * 1e3), 3),
+                setup_cycles=s_cyc, warm_cycles=warm, warm_ddr_read_bytes=rd - s_rd,
+                warm_mac_utilization=round(macs / (cfg.macs * warm), 4) if warm else 0.0,
+                warm_ms_at_clock=round(warm / (cfg.clock_mhz * 1e3), 3),
                 passes=[p.to_dict() for p in passes])
 
 

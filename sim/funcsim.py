@@ -4,7 +4,8 @@ It runs what :mod:`squeezeforge.hw.commands` says a command does, one whole pass
 NumPy, and keeps the engine's state the way the hardware does:
 
 * the command list is FETCHED FROM DDR (``cmd_addr``) and decoded, up to ``END``;
-* weights come from the resident weight memory (its initial contents, the packed image) or, in
+* weights come from the resident weight memory (which LOAD commands fill: ``pf_words`` words
+  from ``pf_addr`` to word ``conv.weight_base`` on; or given initial contents) or, in
   streamed mode, from two buffers of ``cfg.weight_words`` words that only the prefetch fills
   (``pf_words`` words from ``pf_addr`` into buffer ``1 - wbuf`` while the command runs); a
   command may read only the words its buffer was last loaded with;
@@ -64,8 +65,9 @@ def _up(a: int, b: int) -> int:
 @dataclass
 class _Buffer:
     words: np.ndarray          # uint8 (depth, Po, Pi)
-    valid: int = 0             # words loaded by the last prefetch (resident: the whole image)
+    valid: int = 0             # words loaded by the last prefetch (streamed)
     source: int | None = None  # DDR address of the last load
+    loaded: np.ndarray | None = None   # resident: which words a LOAD (or init) has written
 
 
 class FuncSim:
@@ -80,15 +82,19 @@ class FuncSim:
             raise FuncSimError(f"parameter image must be PARAM_DTYPE (entries, {po})")
         self.params = params
         if cfg.weight_mode == "resident":
-            if weights is None:
-                raise FuncSimError("resident mode needs the weight image")
-            weights = np.asarray(weights, dtype=np.uint8)
-            if weights.ndim != 3 or weights.shape[1:] != (po, pi):
-                raise FuncSimError(f"weight image must be (words, {po}, {pi}), not {weights.shape}")
-            if len(weights) > cfg.weight_words:
-                raise FuncSimError(f"weight image of {len(weights)} words exceeds the memory's "
-                                   f"{cfg.weight_words}")
-            self.buffers = [_Buffer(weights, len(weights))]
+            buf = _Buffer(np.zeros((cfg.weight_words, po, pi), np.uint8),
+                          loaded=np.zeros(cfg.weight_words, bool))
+            if weights is not None:
+                weights = np.asarray(weights, dtype=np.uint8)
+                if weights.ndim != 3 or weights.shape[1:] != (po, pi):
+                    raise FuncSimError(f"weight image must be (words, {po}, {pi}), not "
+                                       f"{weights.shape}")
+                if len(weights) > cfg.weight_words:
+                    raise FuncSimError(f"weight image of {len(weights)} words exceeds the "
+                                       f"memory's {cfg.weight_words}")
+                buf.words[:len(weights)] = weights
+                buf.loaded[:len(weights)] = True
+            self.buffers = [buf]
         else:
             self.buffers = [_Buffer(np.zeros((cfg.weight_words, po, pi), np.uint8))
                             for _ in range(2)]
@@ -135,7 +141,13 @@ class FuncSim:
 
     # -- on-chip memories -----------------------------------------------------------------------
     def _weights(self, wbuf, base, n) -> np.ndarray:
-        buf = self.buffers[0 if self.cfg.weight_mode == "resident" else wbuf]
+        if self.cfg.weight_mode == "resident":
+            buf = self.buffers[0]
+            if base + n > len(buf.words) or not buf.loaded[base:base + n].all():
+                raise FuncSimError(f"{self.where}: reads weight words {base}..{base + n - 1}, "
+                                   f"which no LOAD has written")
+            return buf.words[base:base + n]
+        buf = self.buffers[wbuf]
         if base + n > buf.valid:
             raise FuncSimError(f"{self.where}: reads weight words {base}..{base + n} of buffer "
                                f"{wbuf}, which holds {buf.valid} loaded words")
@@ -212,7 +224,7 @@ class FuncSim:
         op, c = cmd["op"], cmd["conv"]
         signed = bool(c["act_signed"])
         streamed = self.cfg.weight_mode == "streamed"
-        if not streamed and op != Op.PARAMS and (cmd["wbuf"] or cmd["pf_words"]):
+        if not streamed and (cmd["wbuf"] or cmd["pf_words"] and op not in (Op.PARAMS, Op.LOAD)):
             raise FuncSimError(f"{self.where}: resident mode, but wbuf/pf_words are set")
         if op in (Op.CONV, Op.EXPAND, Op.MAXPOOL, Op.GAP) and cmd["src"] == Loc.DDR:
             rows = 1 if op == Op.GAP else max(c["k"], 1)
@@ -261,6 +273,19 @@ class FuncSim:
                                    relu=bool(c["relu"]))
             self.steps += c["h"] * c["w"] * c["n_ic"]
             self._write_pixels(mem, cmd["out_addr"], cmd["out_pix"], y.reshape(-1, 1, 1))
+        elif op == Op.LOAD and not streamed:
+            n, base0, wb = cmd["pf_words"], c["weight_base"], self.cfg.weight_word_bytes
+            buf = self.buffers[0]
+            if base0 + n > len(buf.words):
+                raise FuncSimError(f"{self.where}: loads weight words {base0}..{base0 + n - 1}, "
+                                   f"the memory holds {len(buf.words)}")
+            off = self._span(mem, cmd["pf_addr"], n * wb, "weights")
+            buf.words[base0:base0 + n] = mem[off:off + n * wb].reshape(
+                n, self.cfg.out_lanes, self.cfg.in_lanes)
+            buf.loaded[base0:base0 + n] = True
+            self.weight_words_loaded += n
+            self.ddr_read += n * wb
+            return
         elif op == Op.LOAD:
             pass
         elif op == Op.PARAMS:
@@ -335,7 +360,6 @@ def run_program(program, ddr: bytearray, *, base: int | None = None) -> list[dic
     # PARAMS command loads it
     params = np.zeros((max(program.cfg.PARAM_WORDS, program.packed.n_params),
                        program.cfg.out_lanes), dtype=PARAM_DTYPE)
-    sim = FuncSim(program.cfg, params,
-                  program.weight_image if program.cfg.weight_mode == "resident" else None)
+    sim = FuncSim(program.cfg, params)          # resident weights: the program's LOAD
     base = program.base_addr if base is None else base
     return sim.run(ddr, program.cmd_addr, base, [c.name for c in program.commands])

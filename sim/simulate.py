@@ -1,14 +1,15 @@
 """Whole-network RTL simulation: the engine's Verilog, the Verilog DDR model, the host protocol.
 
 :func:`simulate` loads weights, quantizes, compiles the program, generates the engine
-(``hw/engine.py``) with the program's memory images, wraps it in the ``sf_tb`` testbench
+(``hw/engine.py``; model-independent), wraps it in the ``sf_tb`` testbench
 (``sim/tb.py``: internal clock, DDR model, cocotb sees only the register port, ``irq`` and the
 DDR load/dump controls), builds it with Verilator once (cached by content hash; the build is
 timed and reported separately), runs :func:`squeezeforge.host.runtime.execute` through
 :class:`squeezeforge.sim.cocotb_driver.CocotbDriver` (``tests/cocotb/cocotb_system.py``), and
 compares every layer's tensor with the golden model, bit for bit.
 
-The result (a dict, JSON-ready): ``bit_exact``, ``cycles`` (the engine's CYCLES register),
+The result (a dict, JSON-ready): ``bit_exact``, ``cycles`` (the engine's CYCLES register, a
+cold start), ``setup_cycles`` / ``warm_cycles`` / ``warm_index`` (see below),
 ``layers`` (one row per command: name, op, network layers, MACs, cycles from LAYER_CYCLES,
 the cycle window [start, end) counted from START, ideal cycles = MACs / MAC units, utilization,
 the cycle model's estimate, DDR bytes read and written from the functional model, mismatches),
@@ -16,10 +17,12 @@ the cycle model's estimate, DDR bytes read and written from the functional model
 got, and the producing command's cycle window), ``top`` (top-5 from the RTL's output tensor,
 as ``infer`` prints it), ``wall_s``, ``build_s``, ``sim_s``, ``cycles_per_s``.
 
-In streamed mode the engine's Verilog does not depend on the model (parameters are loaded by
-the program's PARAMS command, weights streamed), so one Verilator build serves every model and
-image of a configuration; in resident mode the weight memory's initial contents are part of the
-Verilog, so another model is another build.
+The engine's Verilog does not depend on the model (parameters are loaded by the program's
+PARAMS command; weights by its LOAD in resident mode, streamed by prefetches otherwise), so one
+Verilator build serves every model and image of a configuration. The simulated run is a cold
+start (setup commands included); ``setup_cycles`` are the setup commands' LAYER_CYCLES plus
+one sequencer cycle each, and ``warm_cycles`` the total minus them: what a host that keeps the
+engine loaded pays per inference (``warm_input`` measures it).
 """
 from __future__ import annotations
 
@@ -120,13 +123,18 @@ def _progress_thread(progress_file: Path, names: list[str], enabled: bool):
 
 def simulate_program(program, qm, x_int8: np.ndarray, *, trace=None, trace_window=None,
                      progress: bool = True, workdir=None, tb: TbConfig | None = None,
-                     timeout_cycles: int = 200_000_000, labels=None, k: int = 5) -> dict:
+                     timeout_cycles: int = 200_000_000, labels=None, k: int = 5,
+                     warm_input: np.ndarray | None = None) -> dict:
     """Run a compiled ``program`` on the engine's RTL and compare with the golden model.
 
     ``trace``: an FST file to write (the testbench is then built with tracing, a separate
     cached build); ``trace_window``: (first, last) cycles counted from START (default: the
     whole run). A window that ends before the engine finishes ends the run there: the result
-    then has ``trace_stopped_at`` and nothing compared (``bit_exact`` None). ``workdir``: the simulation's working directory (default a temporary one).
+    then has ``trace_stopped_at`` and nothing compared (``bit_exact`` None). ``workdir``: the
+    simulation's working directory (default a temporary one). ``warm_input``: a second int8
+    input, run after the first as a warm start (``runtime.execute(warm=True)``: only the input
+    written, the setup commands skipped); the result's ``warm_run`` has its cycles, per-command
+    cycles, first command, and its output tensors' mismatches against the golden model.
     """
     from squeezeforge.hw.engine import Engine, EngineError
     from squeezeforge.hw.verilog import generate_verilog
@@ -135,11 +143,10 @@ def simulate_program(program, qm, x_int8: np.ndarray, *, trace=None, trace_windo
 
     t_all = time.perf_counter()
     cfg = program.cfg
-    resident = cfg.weight_mode == "resident"
     try:
-        # parameters come from DDR (the program's PARAMS command): in streamed mode the
-        # Verilog, and so the Verilator build, is the same for every model and image
-        engine = Engine(cfg, weight_init=program.weight_image if resident else None)
+        # parameters and weights come from DDR (the program's PARAMS, LOAD and prefetches):
+        # the Verilog, and so the Verilator build, is the same for every model and image
+        engine = Engine(cfg)
         engine.check_program(program)
     except EngineError as e:
         raise SimulationError(f"engine cannot run this program: {e}") from None
@@ -182,6 +189,9 @@ def simulate_program(program, qm, x_int8: np.ndarray, *, trace=None, trace_windo
            "SQZF_RESULTS": results, "SQZF_TIMEOUT_CYCLES": timeout_cycles,
            "SQZF_POLL_CYCLES": POLL_CYCLES if progress else 0,
            "SQZF_PROGRESS": progress_file}
+    if warm_input is not None:
+        np.save(wd / "warm_input.npy", warm_input)
+        env["SQZF_WARM_INPUT"] = wd / "warm_input.npy"
     plusargs = []
     if trace:
         first, last = trace_window if trace_window else (0, 2**62)
@@ -208,6 +218,18 @@ def simulate_program(program, qm, x_int8: np.ndarray, *, trace=None, trace_windo
                     build_dir=str(build_dir))
     with np.load(wd / res["tensors_file"]) as z:
         tensors = {key.replace("|", "/"): z[key] for key in z.files}
+    warm_run = None
+    if res.get("warm"):
+        w = res["warm"]
+        with np.load(wd / w["tensors_file"]) as z:
+            wt = {key.replace("|", "/"): z[key] for key in z.files}
+        wgold = golden_blobs(qm, warm_input)
+        bad = {b: compare_blobs(wt[b], wgold[b])["mismatches"]
+               for b in program.tensors if b in wt and b != program.input_blob}
+        warm_run = dict(cycles=int(w["cycles"]), command_cycles=list(w["command_cycles"]),
+                        first_command=int(w["first_command"]),
+                        bit_exact=bool(bad) and not any(bad.values()),
+                        mismatches={b: n for b, n in bad.items() if n})
     if tmp is not None:
         tmp.cleanup()
 
@@ -256,8 +278,12 @@ def simulate_program(program, qm, x_int8: np.ndarray, *, trace=None, trace_windo
         top = topk(golden_probs(qm, blobs), k, labels)
     total_macs = sum(r["macs"] for r in layers)
     cycles = int(res["cycles"])
+    # a warm start skips the setup commands: their LAYER_CYCLES and their NEXT cycle each
+    setup = int(sum(cmd_cycles[i] for i in range(program.warm_index))) + program.warm_index
     return dict(
         bit_exact=not mismatches and bool(checked), cycles=cycles,
+        setup_cycles=setup, warm_cycles=cycles - setup, warm_index=program.warm_index,
+        warm_run=warm_run,
         ideal_cycles=-(-total_macs // cfg.macs), macs=int(total_macs),
         utilization=(-(-total_macs // cfg.macs) / cycles) if cycles else 0.0,
         clock_mhz=cfg.clock_mhz, latency_ms=cycles / (cfg.clock_mhz * 1e3),

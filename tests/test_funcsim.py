@@ -143,11 +143,40 @@ def test_resident_all_fused_and_no_dump(images):
     cfg = PRESETS["zu9eg"].with_(squeeze_buffer_bytes=56 * 56 * 32)
     prog = compile_program(qm, cfg, 227, fuse="always", dump=False)
     ops = [c.op for c in prog.commands]
-    assert ops.count(Op.EXPAND) == 8 and Op.LOAD not in ops
+    assert ops.count(Op.EXPAND) == 8 and ops[:2] == [Op.PARAMS, Op.LOAD]
+    assert ops.count(Op.LOAD) == 1
     stats, checked = run_and_compare(prog, qm, x_int8, gold)
     squeezes = {f"fire{i}/squeeze1x1" for i in range(2, 10)}
     assert set(checked) == {l.top for l in qm.net.layers} - squeezes
     assert sum(s["macs"] for s in stats) == qm.net.total_macs(227)
+    # the LOAD brought the whole packed image in from DDR
+    wb = cfg.weight_word_bytes
+    assert stats[1]["weight_words"] == prog.packed.n_words
+    assert stats[1]["ddr_read_bytes"] == prog.packed.n_words * wb
+
+
+def test_resident_weights_come_from_the_load(images):
+    """Resident mode: the weight memory holds only what LOAD wrote. A LOAD of fewer words is
+    an error at the first layer reading past them; a flipped weight byte in DDR changes the
+    layer that uses it and nothing before it."""
+    qm = squeezenet_qm("v1.1", images)
+    x_int8, gold = squeezenet_gold("v1.1", 227, images)
+    prog = compile_program(qm, PRESETS["zu9eg"], 227)
+    f = prog.commands[1].fields
+    assert f["op"] == Op.LOAD and prog.warm_index == 2
+    off = prog.cmd_addr - prog.base_addr + COMMAND_BYTES
+    e = prog.packed.layer_table["fire2/squeeze1x1"]
+    ddr = prog.new_ddr(x_int8)
+    ddr[off:off + COMMAND_BYTES] = encode(op=Op.LOAD, pf_addr=f["pf_addr"], pf_words=e.base,
+                                          conv=dict(weight_base=0))
+    with pytest.raises(FuncSimError, match=rf"\(fire2/squeeze1x1\): reads weight words "
+                                           rf"{e.base}\.\.\d+, which no LOAD has written"):
+        run_program(prog, ddr)
+    ddr = prog.new_ddr(x_int8)
+    ddr[prog.region("weights").addr - prog.base_addr + e.base * prog.cfg.weight_word_bytes] ^= 0x41
+    run_program(prog, ddr)
+    assert_blob_equal("pool1", prog.read_tensor(ddr, "pool1"), gold["pool1"])
+    assert not np.array_equal(prog.read_tensor(ddr, "fire2/squeeze1x1"), gold["fire2/squeeze1x1"])
 
 
 def test_a_wrong_prefetch_is_caught(images):

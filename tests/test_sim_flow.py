@@ -195,6 +195,34 @@ def test_engine_tiny_network_bit_exact(tmp_path):
 
 
 @pytest.mark.slow
+def test_engine_resident_cold_then_warm(tmp_path):
+    """Resident weights come from DDR (the Verilog holds no model): the cold run's LOAD writes
+    the weight memory; a warm start with another image writes only that input, skips PARAMS
+    and LOAD, is bit-exact, and costs exactly the cold run minus the setup commands."""
+    from squeezeforge.host.schedule import compile_program
+    from squeezeforge.quant import numeric
+    from squeezeforge.hw.commands import Op
+    from squeezeforge.sim.simulate import simulate_program
+    qm, sprog, x8 = _tiny()
+    cfg = sprog.cfg.with_(name="t1r", weight_mode="resident", weight_words=256)
+    prog = compile_program(qm, cfg, 13)
+    assert [c.op for c in prog.commands[:2]] == [Op.PARAMS, Op.LOAD] and prog.warm_index == 2
+    x2 = numeric.quantize_input(
+        np.random.default_rng(12).normal(0, 40, (3, 13, 13)).astype(np.float32), qm.input_scale)
+    assert not np.array_equal(x2, x8)
+    r = simulate_program(prog, qm, x8, progress=False, workdir=tmp_path, warm_input=x2)
+    assert r["bit_exact"] and r["mismatches"] == []
+    w = r["warm_run"]
+    print(f"\n[resident tiny] cold {r['cycles']} cycles (setup {r['setup_cycles']}), "
+          f"warm {w['cycles']}")
+    assert w["bit_exact"] and w["mismatches"] == {} and w["first_command"] == 2
+    cold = r["layers"]
+    assert w["command_cycles"][:len(cold) - 2] == [l["cycles"] for l in cold[2:]]
+    assert w["cycles"] == r["warm_cycles"] == r["cycles"] - r["setup_cycles"]
+    assert r["setup_cycles"] > 0
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(__import__("shutil").which("iverilog") is None,
                     reason="Icarus Verilog (iverilog) is not installed")
 def test_engine_tiny_network_on_icarus(tmp_path, monkeypatch):

@@ -3,6 +3,8 @@
 Inputs (environment, set by ``sim/simulate.py`` or the tests):
   SQZF_PROGRAM      pickle of a Program (``host.schedule.Program`` or ``sim.stub_engine.CopyProgram``)
   SQZF_INPUT        .npy of the int8 input (optional)
+  SQZF_WARM_INPUT   .npy of a second input, run after the first as a warm start (optional;
+                    its results go to ``warm`` in the results file, tensors to <results>-warm.npz)
   SQZF_RESULTS      results file to write (JSON); tensors go beside it as .npz
   SQZF_TIMEOUT_CYCLES  wait_done timeout in cycles (default 50 M)
   SQZF_POLL_CYCLES  progress poll period in cycles (0: none)
@@ -54,6 +56,14 @@ async def run_program(dut):
         run = await execute(drv, program, x, timeout_s=1.0)
         res.update(cycles=run.cycles, command_cycles=run.command_cycles, status=run.status)
         tensors = {k: np.asarray(v) for k, v in run.tensors.items()}
+        if os.environ.get("SQZF_WARM_INPUT"):
+            x2 = np.load(os.environ["SQZF_WARM_INPUT"])
+            w = await execute(drv, program, x2, timeout_s=1.0, warm=True)
+            wnpz = out.with_name(out.stem + "-warm.npz")
+            np.savez(wnpz, **{k.replace("/", "|"): np.asarray(v) for k, v in w.tensors.items()})
+            res["warm"] = dict(cycles=w.cycles, command_cycles=w.command_cycles,
+                               first_command=w.first_command, status=w.status,
+                               tensors_file=wnpz.name)
     except EngineError as e:
         res["error"] = str(e)
         tensors = {}
