@@ -301,7 +301,7 @@ def resource_floor(cfg: EngineConfig) -> dict:
     array._MustUse__silence = True      # built for its numbers only, never elaborated
     dsp = array.multipliers
     dsp += REQUANT_DSP_PER_LANE * cfg.out_lanes
-    dsp += cfg.SEQUENCER_DSP         # the sequencer's size products (Yosys maps them to DSPs)
+    dsp += cfg.SEQUENCER_DSP         # the sequencer's size products and the GAP's requantizer
     buffers = {
         "activation": cfg.act_buffer_bytes,
         "squeeze": cfg.squeeze_buffer_bytes,

@@ -113,15 +113,16 @@ class EngineConfig:
     # -- analytic resource model (Yosys gives the real figures: `squeezeforge estimate`) -------
     PARAM_WORDS = 512          # parameter memory depth (SqueezeNet v1.1 needs ~200 words at Po=16)
     PARAM_LANE_BITS = 54       # bias 32 + M 16 + shift 6
-    SEQUENCER_DSP = 50         # Yosys synth_xilinx: z7020 210 = 128 + 32 + 50, zu3eg 16x32 370
+    SEQUENCER_DSP = 20         # Yosys synth_xilinx: z7020 180 = 128 + 32 + 20 (18 sequencer
+                               # size products + the GAP's one-lane requantizer)
 
     def resources(self) -> dict:
         """First-order DSP48 / RAMB36 counts of this configuration, before synthesis.
 
         DSP: the MAC array (one multiplier per MAC, half with ``dsp_packing``) plus two per
         requantizer lane (a 32 x 16 product) plus ``SEQUENCER_DSP`` for the sequencer's size
-        products (W*n_ic and the like; Yosys maps them to DSP48s: 50 measured on z7020 and
-        zu3eg). RAMB36: each memory at its best aspect ratio
+        products (W*n_ic and the like; Yosys maps them to DSP48s) and the global average
+        pool's one-lane requantizer: 20, measured on z7020. RAMB36: each memory at its best aspect ratio
         (32Kx1 ... 512x72): weight buffers (Po*Pi bytes wide), input ring buffer and squeeze
         buffer (Pi bytes wide), parameter memory (Po lanes of 54 bits).
         """

@@ -6,7 +6,7 @@ emit Pi-lane records through a credit-based :class:`~.memories.OutputQueue`, lik
 :class:`~.conv.ConvCore`. With ``o_stream`` always ready a pass takes exactly
 ``pass_cycles(...)`` cycles from ``start`` to ``done``.
 """
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
@@ -292,8 +292,12 @@ class GlobalAvgPool(wiring.Component):
 
     Loop nest: for icb in n_ic: for p in H*W: one word read (address ``p*n_ic + icb``), added
     lane-wise into ``numeric.ACC_BITS``-bit accumulators (exact: 255 * 511 * 511 < 2**31).
-    Each finished sum goes through :class:`~.requant.Requant` with the command's M and shift:
-    ``numeric.requantize(global_sum(x), M, shift, relu)``.
+    Each finished word of Pi sums is copied to a holding register and requantized one lane per
+    cycle through a one-lane :class:`~.requant.Requant` (2 DSP48 instead of 2*Pi: the pool
+    runs once per network, ``H*W`` cycles per word, so Pi cycles of requantization cost little)
+    with the command's M and shift: ``numeric.requantize(global_sum(x), M, shift, relu)``; the
+    bytes are collected into the output word. The last pixel of the next word waits until the
+    holding register is free, so words are at least ``Pi + 1`` issue cycles apart.
 
     Parameters
     ----------
@@ -311,7 +315,8 @@ class GlobalAvgPool(wiring.Component):
     o_stream : Out(stream.Signature(gap_output_layout(Pi)))
         One record per channel word icb, in order: Pi 8-bit averages.
 
-    Timing: ``setup_cycles`` + ``n_ic*H*W`` issue cycles + ``latency`` + ``done_delay``.
+    Timing: ``setup_cycles`` + ``H*W + (n_ic - 1) * max(H*W, Pi + 1, 3)`` issue cycles +
+    ``latency`` + ``done_delay``.
     """
 
     SETUP_CYCLES = 2
@@ -343,8 +348,8 @@ class GlobalAvgPool(wiring.Component):
     @property
     def latency(self) -> int:
         """Issue of a channel word's last pixel -> ``o_stream.valid``: read, accumulator,
-        Requant, queue."""
-        return 2 + Requant.LATENCY + OutputQueue.LATENCY
+        Pi lanes through the one-lane Requant, the collected word, queue."""
+        return 2 + self._in_lanes + 1 + Requant.LATENCY + OutputQueue.LATENCY
 
     @property
     def setup_cycles(self) -> int:
@@ -358,14 +363,20 @@ class GlobalAvgPool(wiring.Component):
     def steps(h: int, w: int, n_ic: int) -> int:
         return h * w * n_ic
 
+    def issue_cycles(self, h: int, w: int, n_ic: int) -> int:
+        """Cycles of the RUN state: H*W reads per word, a word's last read at least
+        ``Pi + 1`` (and 3) cycles after the previous word's (the holding register)."""
+        return h * w + (n_ic - 1) * max(h * w, self._in_lanes + 1, 3)
+
     def pass_cycles(self, h: int, w: int, n_ic: int) -> int:
         """Cycles from ``start`` to ``done`` with ``o_stream`` always ready."""
-        return self.setup_cycles + self.steps(h, w, n_ic) + self.latency + self.done_delay
+        return self.setup_cycles + self.issue_cycles(h, w, n_ic) + self.latency + self.done_delay
 
     def elaborate(self, platform):
         m = Module()
         pi, aw = self._in_lanes, self._aw
-        m.submodules.requant = rq = Requant(pi, tag_shape=unsigned(WORDS_BITS))
+        m.submodules.requant = rq = Requant(1, tag_shape=data.StructLayout(
+            {"icb": unsigned(WORDS_BITS), "last": 1}))
         m.submodules.queue = queue = OutputQueue(gap_output_layout(pi), self._queue_depth)
 
         cmd = Signal(GapCommand)
@@ -381,6 +392,7 @@ class GlobalAvgPool(wiring.Component):
         wrap_icb = wrap_p & l_icb
 
         issue = Signal()
+        hold_busy = Signal()                 # the last pixel of a word must wait (see below)
         m.d.comb += [
             self.act_rd.addr.eq(a_addr),
             self.act_rd.en.eq(issue),
@@ -406,7 +418,7 @@ class GlobalAvgPool(wiring.Component):
                              npix_m2.eq(npix - 2)]
                 m.next = "RUN"
             with m.State("RUN"):
-                m.d.comb += [self.busy.eq(1), issue.eq(queue.can_reserve)]
+                m.d.comb += [self.busy.eq(1), issue.eq(queue.can_reserve & ~hold_busy)]
                 with m.If(issue):
                     with m.If(~wrap_p):
                         m.d.sync += [p.eq(p + 1), a_addr.eq(a_addr + cmd.n_ic),
@@ -433,21 +445,46 @@ class GlobalAvgPool(wiring.Component):
         m.d.sync += sum_valid.eq(s1.valid & s1.last)
         with m.If(s1.valid & s1.last):
             m.d.sync += sum_icb.eq(s1.icb)
-        word = rq.i_stream.payload
+        accs = []
         for i in range(pi):
             acc = Signal(signed(numeric.ACC_BITS), name=f"sum{i}")
             v = _lane_value(self.act_rd.data[i], cmd.act_signed)
             with m.If(s1.valid):
                 m.d.sync += acc.eq(Mux(s1.first, 0, acc) + v)
-            m.d.comb += [word.acc[i].eq(acc), word.mult[i].eq(cmd.mult),
-                         word.shift[i].eq(cmd.shift)]
+            accs.append(acc)
+        # Holding register: the finished word, shifted down one lane per cycle into the
+        # one-lane requantizer. A new sum arrives 2 cycles after its last pixel's issue, so
+        # that issue waits while more than 2 lanes are left or a sum is on its way.
+        hold = Signal(pi * numeric.ACC_BITS)
+        left = Signal(range(pi + 1))
+        hold_icb = Signal(WORDS_BITS)
+        m.d.comb += hold_busy.eq(wrap_p & ((left > 2) | (s1.valid & s1.last) | sum_valid))
+        with m.If(sum_valid):
+            m.d.sync += [hold.eq(Cat(*accs)), left.eq(pi), hold_icb.eq(sum_icb)]
+        with m.Elif(left != 0):
+            m.d.sync += [hold.eq(hold >> numeric.ACC_BITS), left.eq(left - 1)]
+        word = rq.i_stream.payload
         m.d.comb += [
-            rq.i_stream.valid.eq(sum_valid),
+            rq.i_stream.valid.eq(left != 0),
+            word.acc[0].eq(hold[:numeric.ACC_BITS]),
+            word.mult[0].eq(cmd.mult),
+            word.shift[0].eq(cmd.shift),
             word.relu.eq(cmd.relu),
-            word.tag.eq(sum_icb),
-            queue.w_stream.valid.eq(rq.o_stream.valid),
-            queue.w_stream.payload.icb.eq(rq.o_stream.payload.tag),
-            queue.w_stream.payload.data.eq(rq.o_stream.payload.data),
+            word.tag.icb.eq(hold_icb),
+            word.tag.last.eq(left == 1),
+        ]
+        # collect the bytes (lane 0 first, shifted down to the bottom) and push the word
+        out = Signal(8 * pi)
+        push = Signal()
+        push_icb = Signal(WORDS_BITS)
+        with m.If(rq.o_stream.valid):
+            m.d.sync += out.eq(Cat(out[8:], rq.o_stream.payload.data[0]))
+        m.d.sync += [push.eq(rq.o_stream.valid & rq.o_stream.payload.tag.last),
+                     push_icb.eq(rq.o_stream.payload.tag.icb)]
+        m.d.comb += [
+            queue.w_stream.valid.eq(push),
+            queue.w_stream.payload.icb.eq(push_icb),
+            queue.w_stream.payload.data.eq(out),
         ]
         wiring.connect(m, queue.o_stream, wiring.flipped(self.o_stream))
         return m

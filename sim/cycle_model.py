@@ -262,8 +262,9 @@ def estimate_program(program) -> list[PassCycles]:
             compute = hw_ * cv["n_ic"]
             rd = hw_ * beats * cv["n_ic"]
             wr = _up(f["out_bytes"], BEAT_BYTES)
-            end = (DDR_READ_LATENCY + plane * cv["n_ic"] + hw_ + POOL_OVERHEAD + WRITE_TAIL
-                   + GAP_ADJUST)
+            # the last plane's sum, then Pi + 1 cycles through the one-lane requantizer
+            end = (DDR_READ_LATENCY + plane * cv["n_ic"] + hw_ + pi + 1 + POOL_OVERHEAD
+                   + WRITE_TAIL + GAP_ADJUST)
             end = max(end, DDR_READ_LATENCY + rd + pf + READ_TAIL)
         cycles = end + fixed
         out.append(PassCycles(c.name, op.name.lower(), macs, _up(macs, cfg.macs), compute,

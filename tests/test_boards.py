@@ -77,9 +77,9 @@ def test_small_parts_are_refused_with_numbers(name, device, dsp, ramb36):
     ok, reason = board_fit(b)
     assert not ok
     # z7020 preset: 16x16 MACs packed two per DSP = 128, plus 2 per output lane for the
-    # requantizers = 32, plus the sequencer's 50; buffers 64 KB + 64 KB + 2 x 512 words x
+    # requantizers = 32, plus the sequencer's 20; buffers 64 KB + 64 KB + 2 x 512 words x
     # 256 B = 384 KB = 96 RAMB36
-    assert f"210 DSP slices > {dsp}" in reason and f"96 RAMB36 > {ramb36}" in reason
+    assert f"180 DSP slices > {dsp}" in reason and f"96 RAMB36 > {ramb36}" in reason
 
 
 def test_small_board_build_refused_on_the_cli(tmp_path, capsys):

@@ -195,4 +195,4 @@ def test_nan_weights(tmp_path):
 def test_rtl_commands_refuse_a_configuration_that_does_not_fit(argv):
     """64x16 MACs on the XC7Z020: refused before any Verilog is generated, with the numbers."""
     r = run(*argv)
-    assert_user_error(r, "does not fit xc7z020", "DSP 594 > 220")
+    assert_user_error(r, "does not fit xc7z020", "DSP 564 > 220")

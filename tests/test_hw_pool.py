@@ -166,7 +166,9 @@ def check_gap(core, x, mult, shift, relu=True, signed=False, ready_prob=1.0, nam
     if ready_prob >= 1.0:
         assert cycles == core.pass_cycles(h, w, n_ic), (
             f"{name}: {cycles} cycles start->done, pass_cycles() says {core.pass_cycles(h, w, n_ic)}")
-        assert core.pass_cycles(h, w, n_ic) == (h * w * n_ic + core.setup_cycles + core.latency
+        # a word's last read waits for the holding register: Pi + 1 cycles apart
+        steps = h * w + (n_ic - 1) * max(h * w, pi + 1, 3)
+        assert core.pass_cycles(h, w, n_ic) == (steps + core.setup_cycles + core.latency
                                                 + core.done_delay)
 
 
@@ -191,6 +193,16 @@ def test_gap_int8_signed_and_backpressure():
     x = rng.integers(0, 256, (40, 3, 3))
     check_gap(GlobalAvgPool(8, act_depth=64), x, 65535, 11, ready_prob=0.2,
               name="gap backpressure")
+
+
+@pytest.mark.parametrize("h,w", [(1, 1), (2, 2), (1, 3)])
+def test_gap_small_windows_wait_for_the_requantizer(h, w):
+    """Windows of fewer pixels than Pi + 1: each word's last read waits for the one-lane
+    requantizer to take the previous word (cycle count checked against pass_cycles)."""
+    rng = np.random.default_rng(h * 10 + w)
+    x = rng.integers(0, 256, (37, h, w))
+    mult, shift = numeric.avgpool_multiplier(h * w, 0.05, 0.04)
+    check_gap(GlobalAvgPool(8, act_depth=64), x, mult, shift, name=f"gap {h}x{w}")
 
 
 def test_bad_parameters():
