@@ -115,7 +115,7 @@ READ_TAIL = 5                            # last read beat (weight prefetch) -> D
 END_CYCLES = 33                          # START -> first fetch, END's fetch -> DONE, plus one
                                          # cycle per command (its NEXT state): CYCLES counts
                                          # them, no LAYER_CYCLES entry does
-GAP_ADJUST = 25                          # per-plane pass hand-over of the GAP (calibrated)
+GAP_ADJUST = 46                          # the GAP pass hand-over and tail (calibrated: v1.0, v1.1)
 RING_ADJUST = -2                         # gating start-up of a compute-bound pass from the ring
 OUTSTANDING = 8                          # read bursts in flight (hw/engine.py DMA_OUTSTANDING)
 MAX_BURST = 16                           # beats per AXI burst
@@ -241,8 +241,17 @@ def estimate_program(program) -> list[PassCycles]:
                     row_steps, cv["wo"] * out_pix[0] if writes else 0,
                     _up(pi if op == Op.MAXPOOL else po, BEAT_BYTES))
                 rd = h * row_beats
-                end = max(max(end_c, end_w) + tail + RING_ADJUST,
-                          DDR_READ_LATENCY + rd + pf + READ_TAIL)
+                # a partial last record (channels not a multiple of the lanes) leaves in
+                # fewer beats than a full one: a compute-bound pass ends that much earlier
+                lanes, groups = (pi, cv["n_ic"]) if op == Op.MAXPOOL else (po, cv["n_og"])
+                short = 0
+                if writes and op != Op.EXPAND and groups:
+                    short = _up(lanes, BEAT_BYTES) - _up(f["out_bytes"] - (groups - 1) * lanes,
+                                                         BEAT_BYTES)
+                e = max(end_c, end_w)
+                if short > 0 and end_w - end_c <= _up(lanes, BEAT_BYTES):  # writes keep up
+                    e -= short
+                end = max(e + tail + RING_ADJUST, DDR_READ_LATENCY + rd + pf + READ_TAIL)
                 wr = cv["ho"] * cv["wo"] * out_pix[0] if writes else 0
             else:                       # from the squeeze buffer: one or two passes
                 steps = [row_steps * cv["ho"]]
