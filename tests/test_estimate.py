@@ -1,5 +1,7 @@
 """hw.estimate: Yosys (yowasp) resource counts on small designs whose mapping is known, the
 DSP-packing claim of the architecture, fits() and the cache."""
+import os
+
 import numpy as np
 import pytest
 from amaranth import *
@@ -203,3 +205,25 @@ def test_z7020_engine_fits_the_xc7z020():
     assert used["dsp"] == PRESETS["z7020"].resources()["dsp"]
     # the packed 16x16 MAC array alone needs 128 DSP48E1 and the requantizers 32
     assert used["dsp"] >= 160
+
+
+_SYNTH_ALL = os.environ.get("SQUEEZEFORGE_SYNTH_ALL") == "1"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _SYNTH_ALL, reason="Yosys on every preset takes 10 to 60 minutes each on "
+                    "2 cores; set SQUEEZEFORGE_SYNTH_ALL=1 (z7020 is checked above)")
+@pytest.mark.parametrize("name", ["zu3eg", "z7045", "zu9eg"])
+def test_preset_engine_fits_its_device(name):
+    """The real engine of every other preset through Yosys fits its device, and the resource
+    model counts the DSPs Yosys counts (opt-in: hours in total)."""
+    from squeezeforge.hw.config import PRESETS
+    from squeezeforge.hw.estimate import estimate
+    from squeezeforge.hw.engine import Engine
+    from squeezeforge.hw.verilog import generate_verilog
+    cfg = PRESETS[name]
+    r = estimate(generate_verilog(Engine(cfg), "squeezeforge_engine"), cfg.dev)
+    print(f"\n[{name} estimate] LUT {r['lut']} FF {r['ff']} DSP {r['dsp']} RAMB36 {r['ramb36']} "
+          f"RAMB18 {r['ramb18']} levels {r['lut_levels']} ({r['yosys_seconds']} s)")
+    assert r["fits"] and r["over"] == {}
+    assert r["dsp"] == cfg.resources()["dsp"]
