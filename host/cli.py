@@ -30,7 +30,8 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     types: list[type[BaseException]] = [UserError, WeightError, NetworkError, ImageError, ConfigError]
     from squeezeforge.quant.artifact import ArtifactError
     from squeezeforge.host.schedule import ScheduleError
-    types += [ArtifactError, ScheduleError]
+    from squeezeforge.hw.estimate import EstimateError      # Yosys failed: one line, not a trace
+    types += [ArtifactError, ScheduleError, EstimateError]
     # run as `python -m squeezeforge.host.cli`, this module is __main__, and the UserError that
     # other modules import from squeezeforge.host.cli is a second class of the same name
     from squeezeforge.host.cli import UserError as imported_user_error

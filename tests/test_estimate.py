@@ -212,7 +212,8 @@ _SYNTH_ALL = os.environ.get("SQUEEZEFORGE_SYNTH_ALL") == "1"
 
 @pytest.mark.slow
 @pytest.mark.skipif(not _SYNTH_ALL, reason="Yosys on every preset takes 10 to 60 minutes each on "
-                    "2 cores; set SQUEEZEFORGE_SYNTH_ALL=1 (z7020 is checked above)")
+                    "2 cores; set SQUEEZEFORGE_SYNTH_ALL=1, and SQUEEZEFORGE_YOSYS to a native "
+                    "yosys for z7045 / zu9eg (z7020 is checked above)")
 @pytest.mark.parametrize("name", ["zu3eg", "z7045", "zu9eg"])
 def test_preset_engine_fits_its_device(name):
     """The real engine of every other preset through Yosys fits its device, and the resource
@@ -227,3 +228,13 @@ def test_preset_engine_fits_its_device(name):
           f"RAMB18 {r['ramb18']} levels {r['lut_levels']} ({r['yosys_seconds']} s)")
     assert r["fits"] and r["over"] == {}
     assert r["dsp"] == cfg.resources()["dsp"]
+
+
+def test_native_yosys_that_does_not_run_is_one_line(monkeypatch, tmp_path, capsys):
+    """SQUEEZEFORGE_YOSYS naming a program that cannot run: estimate says so in one line and
+    exits 2 (no traceback)."""
+    from squeezeforge.host.cli import main
+    monkeypatch.setenv("SQUEEZEFORGE_YOSYS", str(tmp_path / "no-such-yosys"))
+    assert main(["estimate", "--config", "z7020"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "SQUEEZEFORGE_YOSYS=" in err[0] and "does not run" in err[0]
