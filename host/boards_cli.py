@@ -81,7 +81,7 @@ def cmd_build(args) -> int:
         program = compile_program(qm, cfg, args.size)
         say(f"program: {len(program.commands)} commands, {program.ddr_size:,} bytes of DDR")
         try:
-            engine = B.make_engine(cfg, program)
+            engine = B.make_engine(cfg)
         except ImportError:
             raise B.BuildError("the engine generator (squeezeforge.hw.engine) is not installed; "
                                "use --stub-engine to check the flow") from None

@@ -65,10 +65,10 @@ def estimate_engine(verilog: str, device: str) -> dict:
     return estimate(verilog, device, top=ENGINE_MODULE)
 
 
-def make_engine(cfg: EngineConfig, program=None):
-    """The real engine for ``cfg``. ``program`` is accepted for symmetry but not built in:
-    parameters come from the program's PARAMS command, weights from its LOAD (resident) or
-    prefetches (streamed), so one bitstream runs any model that fits the configuration."""
+def make_engine(cfg: EngineConfig):
+    """The real engine for ``cfg``. It holds no model: parameters come from the program's
+    PARAMS command, weights from its LOAD (resident) or prefetches (streamed), so one
+    bitstream runs any model that fits the configuration."""
     from squeezeforge.hw.engine import Engine
     return Engine(cfg)
 

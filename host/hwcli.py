@@ -13,7 +13,7 @@ import json
 import time
 from pathlib import Path
 
-__all__ = ["add_parsers", "describe", "build_engine"]
+__all__ = ["add_parsers", "describe"]
 
 LUT_LEVEL_TARGET = 8
 
@@ -21,13 +21,6 @@ LUT_LEVEL_TARGET = 8
 def _config(spec: str):
     from squeezeforge.hw.config import resolve_config
     return resolve_config(spec).check_fit()
-
-
-def build_engine(cfg):
-    """The Engine component for ``cfg``. It does not depend on a model: the program's PARAMS
-    and LOAD commands (and streamed prefetches) bring parameters and weights from DDR."""
-    from squeezeforge.hw.engine import Engine
-    return Engine(cfg)
 
 
 def describe(cfg) -> dict:
@@ -63,6 +56,7 @@ def describe(cfg) -> dict:
 
 
 def cmd_generate(args) -> int:
+    from squeezeforge.host.build import make_engine
     from squeezeforge.hw.verilog import generate_verilog
     cfg = _config(args.config)
     out = Path(args.out)
@@ -77,7 +71,7 @@ def cmd_generate(args) -> int:
         program.packed.write_images(out / "mem")
         (out / "program.json").write_text(program.to_json())
     t = time.perf_counter()
-    verilog = generate_verilog(build_engine(cfg), "squeezeforge_engine")
+    verilog = generate_verilog(make_engine(cfg), "squeezeforge_engine")
     (out / "squeezeforge_engine.v").write_text(verilog)
     desc = describe(cfg)
     desc.update(verilog="squeezeforge_engine.v", top="squeezeforge_engine",
@@ -96,12 +90,13 @@ def cmd_generate(args) -> int:
 
 def cmd_estimate(args) -> int:
     from squeezeforge.hw.estimate import estimate, fits
+    from squeezeforge.host.build import make_engine
     from squeezeforge.hw.verilog import generate_verilog
     cfg = _config(args.config)
     if not args.json:
         print(f"synthesizing {cfg.name} for {cfg.dev.name} with Yosys (first run compiles Yosys: "
               f"a few minutes) ...", flush=True)
-    verilog = generate_verilog(build_engine(cfg), "squeezeforge_engine")
+    verilog = generate_verilog(make_engine(cfg), "squeezeforge_engine")
     res = estimate(verilog, cfg.dev)
     ok, over = fits(res, cfg.dev)
     dev = cfg.dev

@@ -168,9 +168,10 @@ PRESETS = {c.name: c for c in (
     EngineConfig("zu9eg", "xczu9eg", 32, 64, "resident", weight_words=768,
                  squeeze_buffer_bytes=128 * 1024),
     # XCZU3EG (Ultra96-V2): 360 DSP48E2, 216 RAMB36. z7020's streamed-weight engine with twice
-    # the input lanes: 32 x 16 MACs = 256 DSP (packed) + 32 for the requantizers + the
-    # sequencer's 50, and two 128 KB weight tiles (256 words of 512 bytes). (16 x 32 is 9 %
-    # faster by the cycle model but needs 370 DSP by Yosys: more than the device has.)
+    # the input lanes: 32 x 16 MACs = 256 DSP (packed) + 32 for the requantizers + 20
+    # (SEQUENCER_DSP) = 308, as Yosys counts; two 128 KB weight tiles (256 words of 512 bytes).
+    # (16 x 32 is 9 % faster by the cycle model and 340 DSP by the resource model, but not
+    # synthesized yet.)
     EngineConfig("zu3eg", "xczu3eg", 32, 16, "streamed", weight_words=256),
 )}
 

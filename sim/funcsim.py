@@ -139,6 +139,14 @@ class FuncSim:
         dst[...] = y.view(np.uint8).reshape(c, h * w).T
         self.ddr_write += h * w * c
 
+    def _fetch_words(self, mem, addr, n, what) -> np.ndarray:
+        """``n`` weight words from DDR at ``addr`` as (n, Po, Pi), counted as prefetched."""
+        wb = self.cfg.weight_word_bytes
+        off = self._span(mem, addr, n * wb, what)
+        self.weight_words_loaded += n
+        self.ddr_read += n * wb
+        return mem[off:off + n * wb].reshape(n, self.cfg.out_lanes, self.cfg.in_lanes)
+
     # -- on-chip memories -----------------------------------------------------------------------
     def _weights(self, wbuf, base, n) -> np.ndarray:
         if self.cfg.weight_mode == "resident":
@@ -274,17 +282,13 @@ class FuncSim:
             self.steps += c["h"] * c["w"] * c["n_ic"]
             self._write_pixels(mem, cmd["out_addr"], cmd["out_pix"], y.reshape(-1, 1, 1))
         elif op == Op.LOAD and not streamed:
-            n, base0, wb = cmd["pf_words"], c["weight_base"], self.cfg.weight_word_bytes
+            n, base0 = cmd["pf_words"], c["weight_base"]
             buf = self.buffers[0]
             if base0 + n > len(buf.words):
                 raise FuncSimError(f"{self.where}: loads weight words {base0}..{base0 + n - 1}, "
                                    f"the memory holds {len(buf.words)}")
-            off = self._span(mem, cmd["pf_addr"], n * wb, "weights")
-            buf.words[base0:base0 + n] = mem[off:off + n * wb].reshape(
-                n, self.cfg.out_lanes, self.cfg.in_lanes)
+            buf.words[base0:base0 + n] = self._fetch_words(mem, cmd["pf_addr"], n, "weights")
             buf.loaded[base0:base0 + n] = True
-            self.weight_words_loaded += n
-            self.ddr_read += n * wb
             return
         elif op == Op.LOAD:
             pass
@@ -314,13 +318,9 @@ class FuncSim:
             if n > self.cfg.weight_words:
                 raise FuncSimError(f"{self.where}: prefetch of {n} words into a "
                                    f"{self.cfg.weight_words}-word buffer")
-            wb = self.cfg.weight_word_bytes
-            off = self._span(mem, cmd["pf_addr"], n * wb, "weight tile")
             buf = self.buffers[1 - cmd["wbuf"]]
-            buf.words[:n] = mem[off:off + n * wb].reshape(n, self.cfg.out_lanes, self.cfg.in_lanes)
+            buf.words[:n] = self._fetch_words(mem, cmd["pf_addr"], n, "weight tile")
             buf.valid, buf.source = n, cmd["pf_addr"]
-            self.weight_words_loaded += n
-            self.ddr_read += n * wb
 
     def run(self, ddr, cmd_addr: int, base: int, names=None) -> list[dict]:
         """Fetch and execute commands from ``cmd_addr`` until END; per command statistics."""
