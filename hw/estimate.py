@@ -97,6 +97,17 @@ def _yosys_argv() -> list[str]:
 _TOP_RE = re.compile(r"\(\*\s*top\s*=\s*1\s*\*\)\s*(?:\(\*[^*]*\*\)\s*)*module\s+([A-Za-z_][\w$]*)")
 
 
+# An ``initial`` block that only sets memory words to zero: Amaranth writes one for every
+# memory (``init=[]`` included). Block RAM starts at zero anyway, and Yosys's Verilog front end
+# takes minutes over the megabytes of zeros of the z7045 and zu9eg cores' weight memories.
+_ZERO_INIT_RE = re.compile(r"^[ \t]*initial begin\n(?:[ \t]*[\w$\\.]+\[\d+\] = \d+'h0+;\n)+"
+                           r"[ \t]*end\n", re.M)
+
+
+def _strip_zero_init(verilog: str) -> str:
+    return _ZERO_INIT_RE.sub("", verilog)
+
+
 def _parse_stat(text: str) -> dict:
     """Cell counts of the (flattened) top from Yosys ``stat`` output (old and new formats)."""
     cells = {}
@@ -158,14 +169,15 @@ def estimate(design, device=None, *, top: str | None = None, use_cache: bool = T
               f"-noiopad -noclkbuf; tee -o stat.txt stat; "
               f"tee -o ltp_all.txt ltp -noff {_union(*_SEQ)} %n; "
               f"tee -o ltp_lut.txt ltp -noff {_union(*_NOT_LUT)} %n")
-    key = hashlib.sha256(json.dumps([verilog, top, script, _yosys_version()]).encode()).hexdigest()[:20]
+    key = hashlib.sha256(json.dumps([verilog, top, script, _yosys_version(),
+                                     "no-zero-init"]).encode()).hexdigest()[:20]
     cache_file = _cache_dir() / f"{top}-{key}.json"
     if use_cache and cache_file.exists():
         result = json.loads(cache_file.read_text())
         result["cached"] = True
     else:
         with tempfile.TemporaryDirectory(prefix="sqzf-yosys-") as tmp:
-            Path(tmp, "design.v").write_text(verilog)
+            Path(tmp, "design.v").write_text(_strip_zero_init(verilog))
             t0 = time.monotonic()
             proc = subprocess.run(_yosys_argv() + ["-q", "-l", "yosys.log", "-p", script],
                                   cwd=tmp, capture_output=True, text=True)

@@ -21,6 +21,7 @@ It evaluates a whole network in milliseconds, so design-space sweeps are cheap.
 from __future__ import annotations
 
 import functools
+from collections import deque
 from dataclasses import asdict, dataclass
 
 from squeezeforge.hw.config import EngineConfig
@@ -116,7 +117,8 @@ END_CYCLES = 33                          # START -> first fetch, END's fetch -> 
                                          # cycle per command (its NEXT state): CYCLES counts
                                          # them, no LAYER_CYCLES entry does
 GAP_ADJUST = 46                          # the GAP pass hand-over and tail (calibrated: v1.0, v1.1)
-RING_ADJUST = -2                         # gating start-up of a compute-bound pass from the ring
+CORE_SETUP = 2                           # the core's setup, frozen with it until its first rows are in
+RING_ADJUST = -2                         # gating start-up of a pass from the ring
 OUTSTANDING = 8                          # read bursts in flight (hw/engine.py DMA_OUTSTANDING)
 MAX_BURST = 16                           # beats per AXI burst
 AR_GAP = 2                               # cycles between read requests on AR
@@ -129,23 +131,97 @@ def _ring_rows(cfg: EngineConfig, row_words: int, rows: int) -> int:
     return max(1, min(MAX_CAP_ROWS, rows, depth // max(row_words, 1)))
 
 
-def _ring_pass(h: int, row_beats: int, cap: int, ho: int, lo, hi, row_steps: int,
-               row_wbeats: int, pix_wbeats: int, t0: int = 0) -> tuple[int, int, int]:
+class _ReadPath:
+    """Burst-level model of the engine's read path during one ring pass (hw/engine.py,
+    hw/axi.py AxiReadDma, the DDR model): input-row requests have priority over the weight
+    prefetch's one-word requests, which fill every cycle no row request is pending.
+
+    A request accepted at cycle ``A`` loads its first burst at ``A + 1``, one burst per cycle
+    while fewer than ``OUTSTANDING`` bursts are in flight (a burst leaves when its last beat is
+    taken); the burst is on AR the next cycle and its first beat can be taken
+    ``DDR_READ_LATENCY`` later, after every earlier burst's beats (the data come back in order,
+    one beat per cycle). The next request is accepted the cycle after the previous one's last
+    burst loads. A weight beat is taken as it arrives; the repacker takes an input row's beats
+    one per cycle, plus ``pad`` cycles after each pixel's ``pix_beats`` beats (on-chip beats the
+    pixel lacks in DDR). So a row requested while the prefetch streams waits for the weight
+    bursts already in flight, which is what a row-level timeline cannot see.
+    """
+    __slots__ = ("t_free", "gen_free", "ends", "weights", "wi")
+
+    def __init__(self, t0: int, weights: list):
+        self.t_free = t0                 # the next beat can be taken from this cycle on
+        self.gen_free = t0 - 2           # a request can be accepted from this cycle on
+        self.ends = deque(maxlen=OUTSTANDING)     # last-beat cycles of the latest bursts
+        self.weights = weights           # burst lengths (beats) of each weight request
+        self.wi = 0
+
+    def _issue(self, a: int, bursts, pix_beats: int = 1, pad: int = 0) -> int:
+        ends, t_free = self.ends, self.t_free
+        load = a
+        j = 0                            # beats of the request before this burst
+        for n in bursts:
+            load = max(load + 1, ends[0] + 1) if len(ends) == OUTSTANDING else load + 1
+            first = max(load + 1 + DDR_READ_LATENCY, t_free)
+            last = first + n - 1
+            if pad:
+                last += ((j + n - 1) // pix_beats - j // pix_beats) * pad
+                t_free = last + 1 + (pad if (j + n) % pix_beats == 0 else 0)
+            else:
+                t_free = last + 1
+            ends.append(last)
+            j += n
+        self.t_free = t_free
+        self.gen_free = load + 1
+        return t_free
+
+    def weights_before(self, v: int) -> None:
+        """Weight requests accepted at cycles before ``v`` (when a row request turns valid)."""
+        w = self.weights
+        while self.wi < len(w) and self.gen_free < v:
+            self._issue(self.gen_free, w[self.wi])
+            self.wi += 1
+
+    def row(self, v: int, bursts, row_cycles: int, pix_beats: int, pad: int) -> int:
+        """A row request valid from cycle ``v``; returns the cycle its last beat is in."""
+        self.weights_before(v)
+        a = max(v, self.gen_free)
+        if self.wi == len(self.weights):
+            # no weight request interleaves: the row streams right after the data before it
+            self.t_free = max(a + 2 + DDR_READ_LATENCY, self.t_free) + row_cycles
+            self.gen_free = a            # (not needed again: only rows follow)
+            return self.t_free
+        return self._issue(a, bursts(), pix_beats, pad)
+
+    def finish(self) -> int:
+        """Every remaining weight request; the cycle the read channel's last beat is in."""
+        self.weights_before(1 << 62)
+        return self.t_free
+
+
+def _ring_pass(h: int, row_bursts, row_cycles: int, pix_beats: int, pad: int, cap: int,
+               ho: int, lo, hi, row_steps: int, row_wbeats: int, pix_wbeats: int,
+               weights: list, t0: int = 0) -> tuple[int, int, int]:
     """Row-level timeline of a pass that streams its input through the ring buffer.
 
-    The loader requests input rows in order while fewer than ``cap`` rows are held; a row's
-    beats arrive ``DDR_READ_LATENCY`` after its request, at one beat per cycle on the read
-    channel. Output row ``r`` computes (``row_steps`` cycles) once rows ``lo(r)..hi(r)`` are in;
-    the end of row ``r - 1`` frees the rows below ``lo(r)``. Its ``row_wbeats`` output beats leave at one per
-    cycle on the write channel as its records complete (the last record's ``pix_wbeats`` after
-    the row's computation). Returns (compute end, last input beat, last output beat)."""
+    The loader requests input rows in order while fewer than ``cap`` rows are held (the read
+    path: :class:`_ReadPath`; ``row_bursts(i)`` gives row ``i``'s burst lengths). Output row
+    ``r`` computes (``row_steps`` cycles) once rows ``lo(r)..hi(r)`` are in; the end of row
+    ``r - 1`` frees the rows below ``lo(r)``, which lets the loader request the row ``cap``
+    above. Its ``row_wbeats`` output beats leave at one per cycle on the write channel as its
+    records complete (the last record's ``pix_wbeats`` after the row's computation). Returns
+    (compute end, the read channel's last beat, incl. the weight prefetch, last output beat)."""
+    rp = _ReadPath(t0, weights)
     arrive = [0] * h                 # cycle the last beat of input row i is in the ring
     freed_at = [0] * (h + 1)         # cycle row i is freed
-    t_rd = t0                        # read channel free
     t_c = t0                         # compute free
     t_w = t0                         # write channel free
     nxt = 0                          # next row to request
     freed = 0
+
+    def request(i: int) -> int:
+        v = t0 - 2 if i < cap else freed_at[i - cap]
+        return rp.row(v, lambda: row_bursts(i), row_cycles, pix_beats, pad)
+
     for r in range(ho):
         # the last step of row r - 1 frees the rows row r no longer needs
         new_lo = max(0, min(h, lo(r)))
@@ -154,21 +230,20 @@ def _ring_pass(h: int, row_beats: int, cap: int, ho: int, lo, hi, row_steps: int
             freed += 1
         need = min(h - 1, hi(r))
         while nxt <= need:
-            req = t0 if nxt < cap else freed_at[nxt - cap]
-            start = max(req + DDR_READ_LATENCY, t_rd)
-            t_rd = start + row_beats
-            arrive[nxt] = t_rd
+            arrive[nxt] = request(nxt)
             nxt += 1
-        begin = max(t_c, arrive[need])
-        t_c = begin + row_steps
+        t_c = max(t_c, arrive[need]) + row_steps + (CORE_SETUP if r == 0 else 0)
         if row_wbeats:
             t_w = max(t_w + row_wbeats, t_c + pix_wbeats)
     # rows no output needs (bottom rows past the last window) are still loaded
+    # the last row's end frees the rows below lo(ho) (and nothing is left held at the end)
+    while freed < h:
+        freed_at[freed] = t_c
+        freed += 1
     while nxt < h:
-        req = t0 if nxt < cap else freed_at[nxt - cap]
-        t_rd = max(req + DDR_READ_LATENCY, t_rd) + row_beats
+        request(nxt)
         nxt += 1
-    return t_c, t_rd, t_w
+    return t_c, rp.finish(), t_w
 
 
 def estimate_program(program) -> list[PassCycles]:
@@ -182,6 +257,7 @@ def estimate_program(program) -> list[PassCycles]:
     prefetch for the next command uses the read channel when the input loader does not. MACs
     are those of the network layers the command computes (the compiler's count).
     """
+    from squeezeforge.hw.axi import split_bursts
     from squeezeforge.hw.commands import Op
     cfg = program.cfg
     wb = cfg.weight_word_bytes
@@ -232,15 +308,26 @@ def estimate_program(program) -> list[PassCycles]:
                     out_pix.append(b2)
             if f["src"].name == "DDR":
                 h, w = cv["h"], cv["w"]
-                row_beats = w * in_beats
+                # the repacker spends one cycle per on-chip beat of a pixel (n_ic words of Pi
+                # bytes); beats a pixel lacks in DDR (in_pix not a multiple of the words, e.g.
+                # conv1's 147-channel patches in 152 bytes) are zero cycles that hold the read
+                # channel: a row occupies it for W * max(DDR beats, on-chip beats) cycles
+                row_beats = w * max(in_beats, cv["n_ic"] * _up(pi, BEAT_BYTES))
                 cap = _ring_rows(cfg, w * cv["n_ic"], h)
                 fixed += cap
+                row_bytes = w * f["in_pix"]
+
+                def row_bursts(i, a=f["in_addr"], n=row_bytes):
+                    return [b for _, b in split_bursts(a + i * n, n)]
+                pf_bursts = [[b for _, b in split_bursts(f["pf_addr"] + j * wb, wb)]
+                             for j in range(f["pf_words"])]
                 end_c, end_r, end_w = _ring_pass(
-                    h, row_beats, cap, cv["ho"],
+                    h, row_bursts, row_beats, in_beats,
+                    row_beats // w - in_beats, cap, cv["ho"],
                     lambda r: r * stride - pad, lambda r: r * stride - pad + k - 1,
                     row_steps, cv["wo"] * out_pix[0] if writes else 0,
-                    _up(pi if op == Op.MAXPOOL else po, BEAT_BYTES))
-                rd = h * row_beats
+                    _up(pi if op == Op.MAXPOOL else po, BEAT_BYTES), pf_bursts)
+                rd = h * w * in_beats
                 # a partial last record (channels not a multiple of the lanes) leaves in
                 # fewer beats than a full one: a compute-bound pass ends that much earlier
                 lanes, groups = (pi, cv["n_ic"]) if op == Op.MAXPOOL else (po, cv["n_og"])
@@ -251,7 +338,7 @@ def estimate_program(program) -> list[PassCycles]:
                 e = max(end_c, end_w)
                 if short > 0 and end_w - end_c <= _up(lanes, BEAT_BYTES):  # writes keep up
                     e -= short
-                end = max(e + tail + RING_ADJUST, DDR_READ_LATENCY + rd + pf + READ_TAIL)
+                end = max(e + tail + RING_ADJUST - CORE_SETUP, end_r + READ_TAIL)
                 wr = cv["ho"] * cv["wo"] * out_pix[0] if writes else 0
             else:                       # from the squeeze buffer: one or two passes
                 steps = [row_steps * cv["ho"]]
