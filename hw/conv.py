@@ -36,12 +36,12 @@ from amaranth.utils import ceil_log2
 
 from squeezeforge.quant import numeric
 
-from .mac_array import MacArray
+from .mac_array import MacArray, mac_latency
 from .memories import (OutputQueue, act_word_layout, check_lanes, param_word_layout,
                        weight_word_layout)
 from .requant import Requant
 
-__all__ = ["ConvCommand", "ConvPass", "ConvCore", "DIM_BITS", "WORDS_BITS", "KERNELS", "STRIDES"]
+__all__ = ["ConvCommand", "ConvPass", "ConvCore", "conv_overhead", "DIM_BITS", "WORDS_BITS", "KERNELS", "STRIDES"]
 
 DIM_BITS = 9            # H, W, Ho, Wo up to 511
 WORDS_BITS = 10         # n_ic, n_og up to 1023 words
@@ -100,6 +100,13 @@ def _addr_width(name: str, depth) -> int:
     if not isinstance(depth, int) or isinstance(depth, bool) or depth < 2:
         raise ValueError(f"{name} must be an integer of at least 2, not {depth!r}")
     return ceil_log2(depth)
+
+
+def conv_overhead(in_lanes: int, dsp_packing: bool = True) -> int:
+    """:meth:`ConvCore.pass_cycles` minus the steps (setup, last step's latency, done delay)
+    without building a core: the cycle model's per-pass constant."""
+    return (ConvCore.SETUP_CYCLES + 1 + mac_latency(in_lanes, dsp_packing) + Requant.LATENCY
+            + OutputQueue.LATENCY + ConvCore.DONE_DELAY)
 
 
 class ConvCore(wiring.Component):

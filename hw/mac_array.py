@@ -33,6 +33,16 @@ PACK_SHIFT = 17                              # lane spacing inside one packed pr
 ADD_LEVELS_PER_STAGE = 2                     # adder levels between pipeline registers
 
 
+def adder_levels(in_lanes: int, dsp_packing: bool = True) -> int:
+    """Adder levels of a :class:`MacArray` with ``in_lanes`` (see its property)."""
+    return ceil_log2(in_lanes * (2 if dsp_packing else 1)) + 1
+
+
+def mac_latency(in_lanes: int, dsp_packing: bool = True) -> int:
+    """:attr:`MacArray.latency` without building one (for the cycle model)."""
+    return 2 + -(-adder_levels(in_lanes, dsp_packing) // ADD_LEVELS_PER_STAGE)
+
+
 class MacArray(wiring.Component):
     """Po x Pi multiply-accumulate array with a fixed-latency, bubble-free pipeline.
 
@@ -119,7 +129,7 @@ class MacArray(wiring.Component):
     def adder_levels(self) -> int:
         """Adder levels after the product registers: the tree over Pi products (2*Pi values
         with packing: products and their correction bits), then the accumulator."""
-        return ceil_log2(self._in_lanes * (2 if self._dsp_packing else 1)) + 1
+        return adder_levels(self._in_lanes, self._dsp_packing)
 
     @property
     def adder_stages(self) -> int:
@@ -128,7 +138,7 @@ class MacArray(wiring.Component):
     @property
     def latency(self) -> int:
         """Cycles from presenting a ``last`` step to ``o_stream.valid``."""
-        return 2 + self.adder_stages
+        return mac_latency(self._in_lanes, self._dsp_packing)
 
     # -- hardware ---------------------------------------------------------------------------
     def elaborate(self, platform):

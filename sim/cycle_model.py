@@ -25,6 +25,7 @@ from collections import deque
 from dataclasses import asdict, dataclass
 
 from squeezeforge.hw.config import EngineConfig
+from squeezeforge.hw.conv import conv_overhead as conv_pass_overhead
 from squeezeforge.quant.network import Network
 
 __all__ = ["PassCycles", "estimate_network", "estimate_program", "summarize", "BEAT_BYTES"]
@@ -109,8 +110,8 @@ def summarize(passes: list[PassCycles], cfg: EngineConfig) -> dict:
 # tests/test_cycle_model.py compare the model with RTL runs layer by layer.
 COMMAND_FETCH = 8 + DDR_READ_LATENCY     # read one 64-byte record
 SETUP = 8                                # DECODE .. LAUNCH (+ one cycle per ring row in CAP)
-CONV_OVERHEAD = 17                       # ConvCore setup + pipeline drain (2 + 13 + 2 at 16x16)
 POOL_OVERHEAD = 8
+WRITE_START = 17                         # a write-bound pass from the squeeze buffer: first output
 WRITE_TAIL = 9                           # last write beat -> B response -> DRAIN ends
 READ_TAIL = 5                            # last read beat (weight prefetch) -> DRAIN ends
 END_CYCLES = 33                          # START -> first fetch, END's fetch -> DONE, plus one
@@ -262,6 +263,7 @@ def estimate_program(program) -> list[PassCycles]:
     cfg = program.cfg
     wb = cfg.weight_word_bytes
     pi, po = cfg.in_lanes, cfg.out_lanes
+    conv_overhead = conv_pass_overhead(pi, cfg.dsp_packing)   # 2 + 13 + 2 at 16x16
     out = []
     for c in program.commands:
         f = c.fields
@@ -291,7 +293,7 @@ def estimate_program(program) -> list[PassCycles]:
             else:
                 row_steps = cv["wo"] * cv["n_og"] * k * k * cv["n_ic"]
                 out_pix = [_up(f["out_addr"] % BEAT_BYTES + f["out_bytes"], BEAT_BYTES)]
-                tail = CONV_OVERHEAD
+                tail = conv_overhead
             compute = row_steps * cv["ho"]
             writes = f["dst"].name == "DDR" or f["dump"]
             tail += WRITE_TAIL if writes else 0
@@ -344,12 +346,16 @@ def estimate_program(program) -> list[PassCycles]:
                 steps = [row_steps * cv["ho"]]
                 if len(out_pix) == 2:
                     steps.append(e3_steps * cv["ho"])
+                # a compute-bound pass ends with the pipeline's drain and the last record's
+                # beats (the first two are in WRITE_TAIL); a write-bound one WRITE_START after
+                # its output beats, whatever the pipeline's depth
+                rec = _up(po, BEAT_BYTES) - 2 if writes else 0
                 end = 0
                 for st, ob in zip(steps, out_pix):
                     pw = cv["ho"] * cv["wo"] * ob if writes else 0
                     wr += pw
-                    end += max(st, pw) + (CONV_OVERHEAD if end else 0)
-                end = max(end + tail, DDR_READ_LATENCY + pf + READ_TAIL)
+                    end += max(st + conv_overhead + rec, pw + WRITE_START)
+                end = max(end + tail - conv_overhead, DDR_READ_LATENCY + pf + READ_TAIL)
         else:  # GAP: per channel word, a gather of H*W short reads, then a window sum
             hw_ = cv["h"] * cv["w"]
             beats = _up(pi, BEAT_BYTES)

@@ -41,3 +41,14 @@ def test_z7020_v11_design_point():
     assert s["ideal_cycles"] == -(-387_747_520 // 256)
     assert s["cycles"] < 2_500_000
     assert s["mac_utilization"] > 0.8
+
+
+@pytest.mark.parametrize("pi,po,packing", [(8, 8, True), (16, 16, True), (32, 64, True),
+                                           (64, 16, True), (16, 16, False)])
+def test_conv_overhead_is_the_cores(pi, po, packing):
+    """The model's per-pass constant is the ConvCore's own (its pass_cycles formula, which
+    tests/test_hw_conv.py checks against the RTL): deeper adder trees add pipeline stages."""
+    from squeezeforge.hw.conv import conv_overhead
+    core = ConvCore(pi, po, act_depth=64, weight_depth=64, param_depth=16, dsp_packing=packing)
+    shape = (3, 5, 2, 3, 2)                       # ho, wo, n_og, k, n_ic
+    assert conv_overhead(pi, packing) == core.pass_cycles(*shape) - core.steps(*shape)
