@@ -41,9 +41,10 @@ Input ring buffer
     (``H*W`` requests of Pi bytes: plane ``icb``), and GlobalAvgPool runs once per plane with
     ``n_ic = 1`` while the next plane loads.
 Weights
-    resident: one memory of ``weight_words`` words, written by LOAD commands (``pf_words``
+    one 64-bit memory per beat of a weight word (``Pi*Po/8`` of them, read together, written
+    one beat at a time). resident: ``weight_words`` words, written by LOAD commands (``pf_words``
     words from ``pf_addr`` to word ``conv.weight_base`` on; the program's setup, run once per
-    model) or preloaded with ``weight_init``; streamed: one memory of
+    model) or preloaded with ``weight_init``; streamed:
     ``2 * weight_words`` words, buffer b at word ``b * weight_words``; the prefetch writes
     ``pf_words`` words (one DMA request per word, interleaved with the input rows so the
     compute is not starved) into buffer ``1 - wbuf`` while the command computes from ``wbuf``.
@@ -446,11 +447,25 @@ class Engine(wiring.Component):
                                             init=[])
         sq_w = sqm.write_port()
         sq_r = sqm.read_port()             # not transparent: written and read by different passes
-        m.submodules.weights = wmem = Memory(shape=unsigned(8 * wword_bytes),
-                                             depth=max(self._weight_depth, 2),
-                                             init=self._weight_init)
-        w_r = wmem.read_port()             # not transparent: the prefetch writes the other buffer
-        w_w = wmem.write_port(granularity=8 * BEAT_BYTES)     # the prefetch / LOAD
+        # The weight memory is one 64-bit memory per DMA beat of a word (slice b holds bytes
+        # 8b..8b+7 of every word), read together and written one beat at a time: the same
+        # contents as one wide memory with a beat-granular write port, but each slice has a
+        # single plain write port, which Yosys and the vendor tools map straight to block RAM
+        # (a 2,048-bit port with 256 write lanes took a native Yosys over half an hour).
+        w_depth = max(self._weight_depth, 2)
+        w_slices = []
+        for b in range(wbeats):
+            init = [(v >> (64 * b)) & ((1 << 64) - 1) for v in self._weight_init]
+            mem = Memory(shape=unsigned(8 * BEAT_BYTES), depth=w_depth, init=init)
+            m.submodules[f"weights{b}"] = mem
+            # read: not transparent, the prefetch writes the other buffer
+            w_slices.append((mem.read_port(), mem.write_port()))
+        w_r_addr, w_r_en, w_r_data = Signal(w_aw), Signal(), Signal(8 * wword_bytes)
+        w_w_addr, w_w_en, w_w_data = Signal(w_aw), Signal(wbeats), Signal(8 * BEAT_BYTES)
+        for b, (rp, wp) in enumerate(w_slices):
+            m.d.comb += [rp.addr.eq(w_r_addr), rp.en.eq(w_r_en),
+                         w_r_data[64 * b:64 * (b + 1)].eq(rp.data),
+                         wp.addr.eq(w_w_addr), wp.en.eq(w_w_en[b]), wp.data.eq(w_w_data)]
         m.submodules.params = pmem = Memory(shape=unsigned(po * PARAM_LANE_BITS),
                                             depth=self._param_depth, init=self._param_init)
         p_w = pmem.write_port(granularity=PARAM_LANE_BITS)    # PARAMS: one lane per beat
@@ -635,10 +650,10 @@ class Engine(wiring.Component):
         ]
         wsel = Signal()                     # weight buffer the command computes from
         if streamed:
-            m.d.comb += w_r.addr.eq(conv.wgt_rd.addr[:w_aw] + Mux(wsel, cfg.weight_words, 0))
+            m.d.comb += w_r_addr.eq(conv.wgt_rd.addr[:w_aw] + Mux(wsel, cfg.weight_words, 0))
         else:
-            m.d.comb += w_r.addr.eq(conv.wgt_rd.addr[:w_aw])
-        m.d.comb += [w_r.en.eq(conv.wgt_rd.en & core_en), conv.wgt_rd.data.eq(w_r.data)]
+            m.d.comb += w_r_addr.eq(conv.wgt_rd.addr[:w_aw])
+        m.d.comb += [w_r_en.eq(conv.wgt_rd.en & core_en), conv.wgt_rd.data.eq(w_r_data)]
         seq_par = Signal()                  # the sequencer reads the GAP parameter word
         m.d.comb += [
             p_bias.addr.eq(conv.bias_rd.addr), p_bias.en.eq(conv.bias_rd.en & core_en),
@@ -739,9 +754,8 @@ class Engine(wiring.Component):
             m.d.sync += [pf_left.eq(pf_left - 1),
                          pf_cur.eq(pf_cur + Mux(op_params, po * BEAT_BYTES, wword_bytes))]
         m.d.comb += [
-            w_w.addr.eq(pf_word),
-            w_w.data.eq(rd.payload.data.replicate(wbeats)),
-            w_w.en.eq(Mux(beat_for[Tag.WGT] & ~op_params, C(1, 1) << pf_beat, 0)),
+            w_w_addr.eq(pf_word), w_w_data.eq(rd.payload.data),
+            w_w_en.eq(Mux(beat_for[Tag.WGT] & ~op_params, C(1, 1) << pf_beat, 0)),
         ]
         m.d.comb += [
             p_w.addr.eq(pf_word),

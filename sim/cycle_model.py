@@ -201,7 +201,7 @@ class _ReadPath:
 
 def _ring_pass(h: int, row_bursts, row_cycles: int, pix_beats: int, pad: int, cap: int,
                ho: int, lo, hi, row_steps: int, row_wbeats: int, pix_wbeats: int,
-               weights: list, t0: int = 0) -> tuple[int, int, int]:
+               first_rec: int, weights: list, t0: int = 0) -> tuple[int, int, int]:
     """Row-level timeline of a pass that streams its input through the ring buffer.
 
     The loader requests input rows in order while fewer than ``cap`` rows are held (the read
@@ -233,9 +233,12 @@ def _ring_pass(h: int, row_bursts, row_cycles: int, pix_beats: int, pad: int, ca
         while nxt <= need:
             arrive[nxt] = request(nxt)
             nxt += 1
-        t_c = max(t_c, arrive[need]) + row_steps + (CORE_SETUP if r == 0 else 0)
+        start = max(t_c, arrive[need]) + (CORE_SETUP if r == 0 else 0)
+        t_c = start + row_steps
         if row_wbeats:
-            t_w = max(t_w + row_wbeats, t_c + pix_wbeats)
+            # the row's beats leave once its first record is out, at one per cycle, and the
+            # last record's after the row's computation
+            t_w = max(max(t_w, start + first_rec) + row_wbeats, t_c + pix_wbeats)
     # rows no output needs (bottom rows past the last window) are still loaded
     # the last row's end frees the rows below lo(ho) (and nothing is left held at the end)
     while freed < h:
@@ -328,7 +331,8 @@ def estimate_program(program) -> list[PassCycles]:
                     row_beats // w - in_beats, cap, cv["ho"],
                     lambda r: r * stride - pad, lambda r: r * stride - pad + k - 1,
                     row_steps, cv["wo"] * out_pix[0] if writes else 0,
-                    _up(pi if op == Op.MAXPOOL else po, BEAT_BYTES), pf_bursts)
+                    _up(pi if op == Op.MAXPOOL else po, BEAT_BYTES),
+                    9 if op == Op.MAXPOOL else k * k * cv["n_ic"], pf_bursts)
                 rd = h * w * in_beats
                 # a partial last record (channels not a multiple of the lanes) leaves in
                 # fewer beats than a full one: a compute-bound pass ends that much earlier
