@@ -8,11 +8,14 @@
 * For every board: ``write_tree`` with a stub engine writes a TCL that names the board's part
   and configures HP0 = 64 bits and the PL clock, Verilog that passes ``verilator --lint-only``,
   and an XDC whose ``create_clock`` period is the requested clock.
+* The same tree with the real engine of each preset lints clean (z7020 and zu3eg by default,
+  the 32x32 and 32x64 engines with ``SQUEEZEFORGE_SYNTH_ALL=1``).
 * One fit report with a Yosys estimate (cached by hash).
 """
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
@@ -283,6 +286,30 @@ def test_build_tree_for_board(name, tmp_path):
     assert fit["part"] == PARTS[name] and fit["clock_mhz"] == clock
     manifest = json.loads((tmp_path / "build.json").read_text())
     assert manifest["reg_base"] == (0x8000_0000 if zynqmp else 0x4000_0000)
+
+
+_SYNTH_ALL = os.environ.get("SQUEEZEFORGE_SYNTH_ALL") == "1"
+_LARGE = pytest.mark.skipif(not _SYNTH_ALL, reason="the 32x32 / 32x64 engines take 1-2 minutes "
+                            "each to generate and lint; set SQUEEZEFORGE_SYNTH_ALL=1")
+
+
+@pytest.mark.parametrize("name", ["pynq-z2", "ultra96-v2",
+                                  pytest.param("zc706", marks=[pytest.mark.slow, _LARGE]),
+                                  pytest.param("zcu102", marks=[pytest.mark.slow, _LARGE])])
+def test_build_tree_with_the_real_engine_lints(name, tmp_path):
+    """The tree ``build`` writes with the real engine of the board's preset (not the stub):
+    top level and engine together pass ``verilator --lint-only -Wall``, with the engine's
+    ports as the top level expects them; one board per preset."""
+    from squeezeforge.host.build import make_engine
+    board = get_board(name)
+    cfg = board_preset(board)
+    tree = write_tree(board, tmp_path, make_engine(cfg), cfg, synth=False)
+    rtl = tmp_path / "rtl"
+    top_v, eng_v = (rtl / "squeezeforge_top.v").read_text(), (rtl / "squeezeforge_engine.v").read_text()
+    assert "squeezeforge_engine engine (" in top_v
+    assert re.search(r"^module squeezeforge_engine\(", eng_v, re.M)
+    assert lint(top_v + eng_v + lint_models(tree.top.ps), top="squeezeforge_top") == []
+    assert json.loads((tmp_path / "build.json").read_text())["config"]["name"] == cfg.name
 
 
 def test_lint_catches_a_broken_top(tmp_path):
