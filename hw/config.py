@@ -123,13 +123,15 @@ class EngineConfig:
         requantizer lane (a 32 x 16 product) plus ``SEQUENCER_DSP`` for the sequencer's size
         products (W*n_ic and the like; Yosys maps them to DSP48s) and the global average
         pool's one-lane requantizer: 20, measured on z7020. RAMB36: each memory at its best aspect ratio
-        (32Kx1 ... 512x72): weight buffers (Po*Pi bytes wide), input ring buffer and squeeze
+        (32Kx1 ... 512x72): weight memory (Po*Pi/8 slices of 64 bits, as hw/engine.py builds
+        it), input ring buffer and squeeze
         buffer (Pi bytes wide), parameter memory (Po lanes of 54 bits).
         """
         mults = self.macs // 2 if self.dsp_packing else self.macs
         dsp = mults + 2 * self.out_lanes + self.SEQUENCER_DSP
         pi8 = self.in_lanes * 8
-        ramb = (self.weight_buffers * _bram36(self.weight_word_bytes * 8, self.weight_words)
+        # the weight memory is one 64-bit memory per beat of a word, all buffers in each
+        ramb = (self.weight_word_bytes // 8 * _bram36(64, self.weight_buffers * self.weight_words)
                 + _bram36(pi8, self.act_buffer_bytes // self.in_lanes)
                 + _bram36(pi8, self.squeeze_buffer_bytes // self.in_lanes)
                 + _bram36(self.out_lanes * self.PARAM_LANE_BITS, self.PARAM_WORDS))
