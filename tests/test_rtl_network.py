@@ -168,6 +168,26 @@ def test_v11_whole_network_rtl_every_layer(tmp_path, capsys):
     assert any(c.op.name == "EXPAND" for c in program.commands)
 
 
+@pytest.mark.slow
+def test_v11_whole_network_rtl_32_input_lanes(tmp_path, capsys):
+    """SqueezeNet v1.1 on zu3eg (32x16 MACs, streamed weights: a wider activation word, a
+    different conv pipeline depth and DMA pattern than z7020): every layer bit-exact, and the
+    cycle model exact on every command but the global average pool, which it holds to 0.2 %."""
+    fm, qm, x8 = _squeezenet_input("v1.1")
+    program = compile_program(qm, resolve_config("zu3eg"), 227, dump=True)
+    r = simulate_program(program, qm, x8, progress=False, workdir=tmp_path)
+    with capsys.disabled():
+        print("\n" + _summary(f"v1.1 zu3eg {'synthetic' if fm.synthetic else 'real'} weights", r))
+    _check_every_layer(r, qm, x8, tmp_path, "v1.1 zu3eg")
+    _check_timing(r, qm, 227)
+    for row in r["layers"]:
+        if row["op"] == "GAP":
+            assert abs(row["model_cycles"] - row["cycles"]) <= 0.002 * row["cycles"], row
+        else:
+            assert row["model_cycles"] == row["cycles"], row
+    assert {f.squeeze.top for f in qm.net.fires()} <= set(r["checked_blobs"])
+
+
 # ---------------------------------------------------------------- randomized Fire networks
 def _fire(name: str, bottom: str, cin: int, s: int, e1: int, e3: int) -> list:
     b1, b3 = f"{name}/expand1x1", f"{name}/expand3x3"
